@@ -1,0 +1,1 @@
+//! Async client for the LINSTOR controller REST API (v1).
