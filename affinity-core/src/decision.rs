@@ -1,0 +1,268 @@
+//! What the engine decides for one volume, as plain values.
+
+use std::fmt;
+use std::time::{Duration, SystemTime};
+
+use k8s_openapi::api::core::v1::PersistentVolume;
+use k8s_openapi::jiff::Timestamp;
+
+use crate::handle::{HandleError, VolumeId};
+use crate::policy_source::PolicyError;
+use crate::replacement::SavedStateError;
+use crate::topology::Accessibility;
+
+/// Settings every decision of one reconcile shares.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DecisionSettings {
+    /// LINSTOR property namespace of the nodes' topology labels, such as
+    /// `Aux/topology` (see [`crate::guess_property_namespace`]).
+    pub property_namespace: String,
+    /// PVs younger than this are left alone: LINSTOR CSI may still be placing
+    /// their replicas.
+    pub grace_period: Duration,
+    /// The current time, against which PV ages are measured.
+    pub now: Timestamp,
+}
+
+impl DecisionSettings {
+    /// Settings with the current time read from `time` (for example
+    /// `SystemTime::now()`); times before 1970 or beyond jiff's range clamp.
+    pub fn at(property_namespace: impl Into<String>, grace_period: Duration, time: SystemTime) -> Self {
+        let now = match time.duration_since(SystemTime::UNIX_EPOCH) {
+            Ok(since) => i64::try_from(since.as_millis())
+                .ok()
+                .and_then(|ms| Timestamp::from_millisecond(ms).ok())
+                .unwrap_or(Timestamp::MAX),
+            Err(_) => Timestamp::UNIX_EPOCH,
+        };
+        Self {
+            property_namespace: property_namespace.into(),
+            grace_period,
+            now,
+        }
+    }
+}
+
+/// The decision for one volume (resource definition and volume number).
+#[derive(Debug)]
+pub struct VolumeDecision {
+    /// The volume.
+    pub volume: VolumeId,
+    /// Name of the PV the decision is about: the live PV, or the saved one
+    /// when the live PV is gone.
+    pub pv_name: String,
+    /// What to do, or why nothing can be decided.
+    pub outcome: Result<Action, DecisionError>,
+}
+
+/// What must happen to a volume's PV.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Action {
+    /// The PV's affinity matches LINSTOR: nothing to do.
+    InSync {
+        /// Where the volume is accessible from.
+        accessibility: Accessibility,
+    },
+    /// The PV is deliberately left alone.
+    Skip(SkipReason),
+    /// The PV must be (re)created as [`Replacement::pv`].
+    Replace(Box<Replacement>),
+    /// Saved state of a replace that finished: remove the property.
+    ClearSavedState,
+}
+
+/// Why a PV is left alone.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SkipReason {
+    /// The PV carries the skip annotation.
+    SkipAnnotation,
+    /// The resource definition carries the skip property.
+    SkipProperty,
+    /// The PV is `Released`: its claim is gone.
+    Released,
+    /// The PV is younger than the grace period.
+    GracePeriod {
+        /// Time until the grace period ends.
+        remaining: Duration,
+    },
+    /// The resource definition has no resources (yet).
+    NoResources,
+    /// Every resource is diskless, being deleted or failed. The PV keeps its
+    /// affinity rather than following a transient LINSTOR state.
+    NoHealthyDiskfulReplica,
+    /// A diskful replica sits on a node LINSTOR did not list, so its
+    /// topology is unknown.
+    UnknownNode {
+        /// The node's name.
+        node: String,
+    },
+    /// Another PV already stands for the same volume.
+    DuplicateVolume {
+        /// Name of the PV that was kept.
+        kept: String,
+    },
+}
+
+impl SkipReason {
+    /// Whether the skip points at a problem worth a warning, rather than at a
+    /// deliberate or transient state.
+    pub fn is_warning(&self) -> bool {
+        matches!(
+            self,
+            Self::NoHealthyDiskfulReplica | Self::UnknownNode { .. } | Self::DuplicateVolume { .. }
+        )
+    }
+}
+
+impl fmt::Display for SkipReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::SkipAnnotation => f.write_str("skip annotation set on the PV"),
+            Self::SkipProperty => f.write_str("skip property set on the resource definition"),
+            Self::Released => f.write_str("PV is Released"),
+            Self::GracePeriod { remaining } => {
+                write!(
+                    f,
+                    "PV is in its grace period for {} more seconds",
+                    remaining.as_secs()
+                )
+            }
+            Self::NoResources => f.write_str("resource definition has no resources"),
+            Self::NoHealthyDiskfulReplica => f.write_str("no healthy diskful replica"),
+            Self::UnknownNode { node } => write!(f, "replica on node {node} that LINSTOR does not list"),
+            Self::DuplicateVolume { kept } => write!(f, "PV {kept} already stands for this volume"),
+        }
+    }
+}
+
+/// A PV to create, possibly in place of a live one.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Replacement {
+    /// The complete replacement PV: save it as the intent, then apply it.
+    pub pv: PersistentVolume,
+    /// The live PV to retire first; `None` when it is already gone.
+    pub retire: Option<RetiredPv>,
+    /// Why the PV is replaced.
+    pub trigger: ReplaceTrigger,
+    /// How its node affinity was obtained.
+    pub affinity: AffinityBasis,
+}
+
+/// The live PV a replace removes, identified for a UID precondition.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RetiredPv {
+    /// Its name.
+    pub name: String,
+    /// Its UID, when known.
+    pub uid: Option<String>,
+}
+
+/// Why a PV is replaced.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReplaceTrigger {
+    /// The PV's affinity differs from where LINSTOR keeps the data.
+    AffinityDrift,
+    /// An earlier replace stopped half-way (the PV is being deleted, has its
+    /// reclaim policy or annotations changed): finish it from the saved PV.
+    ResumeInterrupted,
+    /// The PV is gone but saved state remains: create it from the saved PV.
+    RecreateFromSavedState,
+}
+
+/// How the replacement's node affinity was obtained.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AffinityBasis {
+    /// Computed from current LINSTOR state.
+    Recomputed(Accessibility),
+    /// Taken from the saved PV because current state gives none; a replace
+    /// under way is always finished, never abandoned.
+    KeptFromSavedState {
+        /// Why current state gave no affinity.
+        reason: String,
+    },
+}
+
+/// Why no action can be decided for a volume: nothing is written for it.
+#[derive(Debug, thiserror::Error)]
+pub enum DecisionError {
+    /// The PV's remote access policy is unknown.
+    #[error(transparent)]
+    Policy(#[from] PolicyError),
+    /// Saved replace state is unusable.
+    #[error(transparent)]
+    SavedState(#[from] SavedStateError),
+    /// Saved replace state names another PV than the live one.
+    #[error("volume {volume}: saved state is for PV {saved_pv}, but PV {live_pv} stands for the volume")]
+    SavedStateConflict {
+        /// The volume.
+        volume: VolumeId,
+        /// The saved PV's name.
+        saved_pv: String,
+        /// The live PV's name.
+        live_pv: String,
+    },
+}
+
+/// A LINSTOR CSI PV whose volume handle cannot be parsed.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("PV {pv}: {error}")]
+pub struct InvalidHandle {
+    /// Name of the PV.
+    pub pv: String,
+    /// Why its handle is invalid.
+    pub error: HandleError,
+}
+
+/// The decisions for a set of PVs.
+#[derive(Debug, Default)]
+pub struct Plan {
+    /// One decision per volume (and per duplicate PV), sorted by volume.
+    pub decisions: Vec<VolumeDecision>,
+    /// LINSTOR CSI PVs left out because of their volume handle.
+    pub invalid_handles: Vec<InvalidHandle>,
+}
+
+/// Counts of a plan's outcomes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PlanSummary {
+    /// Volumes in sync.
+    pub in_sync: usize,
+    /// Volumes to replace or recreate.
+    pub replace: usize,
+    /// Volumes skipped.
+    pub skip: usize,
+    /// Saved states to clear.
+    pub clear_saved_state: usize,
+    /// Volumes with an error, and PVs with an invalid handle.
+    pub errors: usize,
+}
+
+impl Plan {
+    /// The replacements to carry out.
+    pub fn replacements(&self) -> impl Iterator<Item = (&VolumeDecision, &Replacement)> {
+        self.decisions
+            .iter()
+            .filter_map(|decision| match &decision.outcome {
+                Ok(Action::Replace(replacement)) => Some((decision, replacement.as_ref())),
+                _ => None,
+            })
+    }
+
+    /// Counts of the outcomes.
+    pub fn summary(&self) -> PlanSummary {
+        let mut summary = PlanSummary {
+            errors: self.invalid_handles.len(),
+            ..PlanSummary::default()
+        };
+        for decision in &self.decisions {
+            match &decision.outcome {
+                Ok(Action::InSync { .. }) => summary.in_sync += 1,
+                Ok(Action::Replace(_)) => summary.replace += 1,
+                Ok(Action::Skip(_)) => summary.skip += 1,
+                Ok(Action::ClearSavedState) => summary.clear_saved_state += 1,
+                Err(_) => summary.errors += 1,
+            }
+        }
+        summary
+    }
+}

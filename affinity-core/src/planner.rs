@@ -1,0 +1,417 @@
+//! The decision of section "decision per volume": for every volume, compare
+//! the PV with LINSTOR and with saved replace state, and say what to do.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::PersistentVolume;
+use k8s_openapi::jiff::SignedDuration;
+
+use crate::affinity::{affinity_matches, desired_node_affinity};
+use crate::decision::{
+    Action, AffinityBasis, DecisionError, DecisionSettings, InvalidHandle, Plan, ReplaceTrigger, Replacement,
+    RetiredPv, SkipReason, VolumeDecision,
+};
+use crate::handle::VolumeId;
+use crate::model::{Replica, ResourceDefinitionState};
+use crate::names::{
+    CSI_DRIVER, PHASE_RELEASED, SAVED_PV_PROPERTY, SKIP_ANNOTATION, SKIP_PROPERTY, SKIP_RECLAIM_ANNOTATION,
+};
+use crate::policy::{PolicyParseError, RemoteAccessPolicy};
+use crate::policy_source::{PolicyError, PolicyOrigin, policy_for_origin, pv_name};
+use crate::replacement::{decode_saved_pv, replacement_pv};
+use crate::source::{NodeSource, ResourceDefinitionSource, ResourceSource, StorageClassSource};
+use crate::storage_class::{StorageClassError, policy_from_parameters};
+use crate::topology::{Accessibility, Segments, diskful_nodes, node_segments};
+
+/// Everything the engine reads of LINSTOR.
+pub trait LinstorSource: ResourceDefinitionSource + ResourceSource + NodeSource {}
+
+impl<T: ResourceDefinitionSource + ResourceSource + NodeSource + ?Sized> LinstorSource for T {}
+
+type Cached<T, E> = Result<Arc<T>, E>;
+
+/// Decides, for PVs and LINSTOR state, what must happen to each volume.
+///
+/// A planner lives for one reconcile: it caches parsed policies (per text
+/// and per StorageClass) and node segments, so deciding many volumes costs
+/// little more than comparing their affinities. Build a new one when the
+/// sources change.
+pub struct Planner<'a, L: ?Sized, S: ?Sized> {
+    linstor: &'a L,
+    storage_classes: &'a S,
+    settings: &'a DecisionSettings,
+    policy_texts: HashMap<String, Cached<RemoteAccessPolicy, PolicyParseError>>,
+    class_policies: HashMap<String, Option<Cached<RemoteAccessPolicy, StorageClassError>>>,
+    segments: HashMap<String, Option<Arc<Segments>>>,
+}
+
+impl<'a, L, S> Planner<'a, L, S>
+where
+    L: LinstorSource + ?Sized,
+    S: StorageClassSource + ?Sized,
+{
+    /// A planner reading these sources.
+    pub fn new(linstor: &'a L, storage_classes: &'a S, settings: &'a DecisionSettings) -> Self {
+        Self {
+            linstor,
+            storage_classes,
+            settings,
+            policy_texts: HashMap::new(),
+            class_policies: HashMap::new(),
+            segments: HashMap::new(),
+        }
+    }
+
+    /// Decides for every LINSTOR CSI PV in `pvs` (others are ignored) and for
+    /// every volume with saved replace state whose PV is gone.
+    pub fn plan<'p, I>(&mut self, pvs: I) -> Plan
+    where
+        I: IntoIterator<Item = &'p PersistentVolume>,
+    {
+        let mut plan = Plan::default();
+        let mut by_definition: BTreeMap<String, Vec<(u16, &PersistentVolume)>> = BTreeMap::new();
+        for pv in pvs {
+            let Some(handle) = linstor_volume_handle(pv) else {
+                continue;
+            };
+            match handle.parse::<VolumeId>() {
+                Ok(id) => by_definition
+                    .entry(id.resource_definition)
+                    .or_default()
+                    .push((id.volume_number, pv)),
+                Err(error) => plan.invalid_handles.push(InvalidHandle {
+                    pv: pv_name(pv).to_owned(),
+                    error,
+                }),
+            }
+        }
+        for definition in self.linstor.resource_definitions() {
+            let has_saved_state = definition
+                .volume_definitions
+                .iter()
+                .any(|vd| saved_state(&vd.properties).is_some());
+            if has_saved_state && !by_definition.contains_key(&definition.name) {
+                by_definition.insert(definition.name.clone(), Vec::new());
+            }
+        }
+        for (name, pvs) in &by_definition {
+            self.decide_volumes(name, pvs, &mut plan.decisions);
+        }
+        plan
+    }
+
+    /// Decides for every volume of one resource definition: those named by
+    /// the given PVs (PVs of other drivers, other resource definitions or
+    /// with invalid handles are ignored) and those with saved replace state.
+    pub fn decide_resource_definition(
+        &mut self,
+        resource_definition: &str,
+        pvs: &[&PersistentVolume],
+    ) -> Vec<VolumeDecision> {
+        let volumes: Vec<(u16, &PersistentVolume)> = pvs
+            .iter()
+            .filter_map(|pv| {
+                let id = linstor_volume_handle(pv)?.parse::<VolumeId>().ok()?;
+                (id.resource_definition == resource_definition).then_some((id.volume_number, *pv))
+            })
+            .collect();
+        let mut decisions = Vec::new();
+        self.decide_volumes(resource_definition, &volumes, &mut decisions);
+        decisions
+    }
+
+    fn decide_volumes(
+        &mut self,
+        name: &str,
+        pvs: &[(u16, &PersistentVolume)],
+        out: &mut Vec<VolumeDecision>,
+    ) {
+        let definition = self.linstor.resource_definition(name);
+        let mut numbers: BTreeSet<u16> = pvs.iter().map(|(number, _)| *number).collect();
+        if let Some(definition) = definition {
+            numbers.extend(
+                definition
+                    .volume_definitions
+                    .iter()
+                    .filter(|vd| saved_state(&vd.properties).is_some())
+                    .map(|vd| vd.volume_number),
+            );
+        }
+        for number in numbers {
+            let volume = VolumeId::new(name, number);
+            let saved = definition
+                .and_then(|definition| definition.volume_properties(number))
+                .and_then(saved_state);
+            let mut live = pvs.iter().filter(|(n, _)| *n == number).map(|(_, pv)| *pv);
+            let first = live.next();
+            let kept = first.map(|pv| pv_name(pv).to_owned());
+            if let Some(decision) = self.decide_volume(volume.clone(), definition, first, saved) {
+                out.push(decision);
+            }
+            if let Some(kept) = kept {
+                out.extend(live.map(|duplicate| VolumeDecision {
+                    volume: volume.clone(),
+                    pv_name: pv_name(duplicate).to_owned(),
+                    outcome: Ok(Action::Skip(SkipReason::DuplicateVolume { kept: kept.clone() })),
+                }));
+            }
+        }
+    }
+
+    fn decide_volume(
+        &mut self,
+        volume: VolumeId,
+        definition: Option<&ResourceDefinitionState>,
+        live: Option<&PersistentVolume>,
+        saved: Option<&str>,
+    ) -> Option<VolumeDecision> {
+        let (pv_name, outcome) = match (live, saved) {
+            (None, None) => return None,
+            (Some(pv), None) => (pv_name(pv).to_owned(), self.decide_live(&volume, definition, pv)),
+            (live, Some(json)) => match decode_saved_pv(json, &volume) {
+                Err(error) => (
+                    live.map(pv_name).unwrap_or_default().to_owned(),
+                    Err(DecisionError::from(error)),
+                ),
+                Ok(saved) => {
+                    let name = pv_name(&saved).to_owned();
+                    (name, self.decide_with_saved_state(&volume, live, saved))
+                }
+            },
+        };
+        Some(VolumeDecision {
+            volume,
+            pv_name,
+            outcome,
+        })
+    }
+
+    /// A PV without saved state: sections "which PVs are considered",
+    /// accessible topology and affinity comparison.
+    fn decide_live(
+        &mut self,
+        volume: &VolumeId,
+        definition: Option<&ResourceDefinitionState>,
+        pv: &PersistentVolume,
+    ) -> Result<Action, DecisionError> {
+        if let Some(reason) = self.skip_reason(definition, pv) {
+            return Ok(Action::Skip(reason));
+        }
+        let replicas = self.linstor.resources(&volume.resource_definition);
+        if replicas.is_empty() {
+            return Ok(Action::Skip(SkipReason::NoResources));
+        }
+        let policy = self.policy(pv)?;
+        let accessibility = match self.accessibility(&policy, replicas) {
+            Ok(accessibility) => accessibility,
+            Err(reason) => return Ok(Action::Skip(reason)),
+        };
+        let current = pv.spec.as_ref().and_then(|spec| spec.node_affinity.as_ref());
+        if affinity_matches(current, accessibility.topologies()) {
+            return Ok(Action::InSync { accessibility });
+        }
+        Ok(Action::Replace(Box::new(Replacement {
+            pv: replacement_pv(pv, desired_node_affinity(&accessibility)),
+            retire: Some(retired(pv)),
+            trigger: ReplaceTrigger::AffinityDrift,
+            affinity: AffinityBasis::Recomputed(accessibility),
+        })))
+    }
+
+    fn skip_reason(
+        &self,
+        definition: Option<&ResourceDefinitionState>,
+        pv: &PersistentVolume,
+    ) -> Option<SkipReason> {
+        let annotated = pv
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|annotations| annotations.get(SKIP_ANNOTATION))
+            .is_some_and(|value| !value.is_empty());
+        if annotated {
+            return Some(SkipReason::SkipAnnotation);
+        }
+        let skip_property = definition
+            .and_then(|definition| definition.properties.get(SKIP_PROPERTY))
+            .is_some_and(|value| !value.is_empty());
+        if skip_property {
+            return Some(SkipReason::SkipProperty);
+        }
+        let phase = pv.status.as_ref().and_then(|status| status.phase.as_deref());
+        if phase == Some(PHASE_RELEASED) {
+            return Some(SkipReason::Released);
+        }
+        let remaining = self.grace_remaining(pv);
+        (!remaining.is_zero()).then_some(SkipReason::GracePeriod { remaining })
+    }
+
+    fn grace_remaining(&self, pv: &PersistentVolume) -> Duration {
+        let Some(created) = pv.metadata.creation_timestamp.as_ref() else {
+            return Duration::ZERO;
+        };
+        let age = self.settings.now.duration_since(created.0);
+        let grace = SignedDuration::try_from(self.settings.grace_period).unwrap_or(SignedDuration::MAX);
+        Duration::try_from(grace.saturating_sub(age)).unwrap_or(Duration::ZERO)
+    }
+
+    /// Saved state present: finish an interrupted replace, recreate a
+    /// missing PV, or clear the state of a replace that completed.
+    fn decide_with_saved_state(
+        &mut self,
+        volume: &VolumeId,
+        live: Option<&PersistentVolume>,
+        saved: PersistentVolume,
+    ) -> Result<Action, DecisionError> {
+        let (retire, trigger) = match live {
+            None => (None, ReplaceTrigger::RecreateFromSavedState),
+            Some(pv) => {
+                let (live_name, saved_name) = (pv_name(pv), pv_name(&saved));
+                if live_name != saved_name {
+                    return Err(DecisionError::SavedStateConflict {
+                        volume: volume.clone(),
+                        saved_pv: saved_name.to_owned(),
+                        live_pv: live_name.to_owned(),
+                    });
+                }
+                if !replace_interrupted(pv, &saved) {
+                    return Ok(Action::ClearSavedState);
+                }
+                (Some(retired(pv)), ReplaceTrigger::ResumeInterrupted)
+            }
+        };
+        let (node_affinity, affinity) = match self.recompute(volume, &saved) {
+            Ok(accessibility) => (
+                desired_node_affinity(&accessibility),
+                AffinityBasis::Recomputed(accessibility),
+            ),
+            Err(reason) => (
+                saved.spec.as_ref().and_then(|spec| spec.node_affinity.clone()),
+                AffinityBasis::KeptFromSavedState { reason },
+            ),
+        };
+        Ok(Action::Replace(Box::new(Replacement {
+            pv: replacement_pv(&saved, node_affinity),
+            retire,
+            trigger,
+            affinity,
+        })))
+    }
+
+    fn recompute(&mut self, volume: &VolumeId, saved: &PersistentVolume) -> Result<Accessibility, String> {
+        let replicas = self.linstor.resources(&volume.resource_definition);
+        if replicas.is_empty() {
+            return Err(SkipReason::NoResources.to_string());
+        }
+        let policy = self.policy(saved).map_err(|error| error.to_string())?;
+        self.accessibility(&policy, replicas)
+            .map_err(|reason| reason.to_string())
+    }
+
+    fn accessibility(
+        &mut self,
+        policy: &RemoteAccessPolicy,
+        replicas: &[Replica],
+    ) -> Result<Accessibility, SkipReason> {
+        let nodes = diskful_nodes(replicas);
+        if nodes.is_empty() {
+            return Err(SkipReason::NoHealthyDiskfulReplica);
+        }
+        let segments = nodes
+            .into_iter()
+            .map(|node| {
+                self.node_segments(node).ok_or_else(|| SkipReason::UnknownNode {
+                    node: node.to_owned(),
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Accessibility::from_nodes(
+            policy,
+            segments.iter().map(|s| s.as_ref()),
+        ))
+    }
+
+    fn node_segments(&mut self, node: &str) -> Option<Arc<Segments>> {
+        if let Some(cached) = self.segments.get(node) {
+            return cached.clone();
+        }
+        let segments = self
+            .linstor
+            .node_properties(node)
+            .map(|props| Arc::new(node_segments(node, props, &self.settings.property_namespace)));
+        self.segments.insert(node.to_owned(), segments.clone());
+        segments
+    }
+
+    fn policy(&mut self, pv: &PersistentVolume) -> Result<Arc<RemoteAccessPolicy>, PolicyError> {
+        let origin = PolicyOrigin::of(pv);
+        let (texts, classes, storage_classes) = (
+            &mut self.policy_texts,
+            &mut self.class_policies,
+            self.storage_classes,
+        );
+        policy_for_origin(
+            pv_name(pv),
+            &origin,
+            |text| {
+                texts
+                    .entry(text.to_owned())
+                    .or_insert_with(|| text.parse().map(Arc::new))
+                    .clone()
+            },
+            |name| {
+                classes
+                    .entry(name.to_owned())
+                    .or_insert_with(|| {
+                        storage_classes
+                            .storage_class_parameters(name)
+                            .map(|params| policy_from_parameters(params).map(Arc::new))
+                    })
+                    .clone()
+            },
+        )
+    }
+}
+
+/// The volume handle of a LINSTOR CSI PV, `None` for other PVs.
+fn linstor_volume_handle(pv: &PersistentVolume) -> Option<&str> {
+    let csi = pv.spec.as_ref()?.csi.as_ref()?;
+    (csi.driver == CSI_DRIVER).then_some(csi.volume_handle.as_str())
+}
+
+/// The saved PV property, when set to something.
+fn saved_state(properties: &crate::model::Properties) -> Option<&str> {
+    properties
+        .get(SAVED_PV_PROPERTY)
+        .map(String::as_str)
+        .filter(|json| !json.is_empty())
+}
+
+fn retired(pv: &PersistentVolume) -> RetiredPv {
+    RetiredPv {
+        name: pv_name(pv).to_owned(),
+        uid: pv.metadata.uid.clone(),
+    }
+}
+
+/// Whether the live PV shows a replace that stopped half-way: it is being
+/// deleted, or it carries the reclaim policy or the skip-reclaim annotation
+/// the protocol sets before deleting, where the saved original does not.
+fn replace_interrupted(live: &PersistentVolume, saved: &PersistentVolume) -> bool {
+    let reclaim = |pv: &PersistentVolume| {
+        pv.spec
+            .as_ref()
+            .and_then(|spec| spec.persistent_volume_reclaim_policy.clone())
+    };
+    let skip_reclaim = |pv: &PersistentVolume| {
+        pv.metadata
+            .annotations
+            .as_ref()
+            .is_some_and(|annotations| annotations.contains_key(SKIP_RECLAIM_ANNOTATION))
+    };
+    live.metadata.deletion_timestamp.is_some()
+        || reclaim(live) != reclaim(saved)
+        || (skip_reclaim(live) && !skip_reclaim(saved))
+}

@@ -1,0 +1,277 @@
+//! The replacement PV and its saved form, the intent log of a replace.
+
+use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeSpec, VolumeNodeAffinity};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+
+use crate::handle::{HandleError, VolumeId};
+use crate::names::{CSI_DRIVER, DEFAULT_VOLUME_MODE};
+
+/// The PV to create in place of `base`: the same object as far as a client
+/// may set it (name, labels, annotations, finalizers, owner references and
+/// every spec field, `mountOptions` and `volumeAttributesClassName` included),
+/// with `nodeAffinity` replaced and the volume mode defaulted to
+/// `Filesystem`. Fields the API server owns (uid, resource version, creation
+/// and deletion time, managed fields, status) are left out so the result can
+/// be saved and server-side applied as is.
+pub fn replacement_pv(
+    base: &PersistentVolume,
+    node_affinity: Option<VolumeNodeAffinity>,
+) -> PersistentVolume {
+    let meta = &base.metadata;
+    let spec = base.spec.clone().unwrap_or_default();
+    PersistentVolume {
+        metadata: ObjectMeta {
+            name: meta.name.clone(),
+            labels: meta.labels.clone(),
+            annotations: meta.annotations.clone(),
+            finalizers: meta.finalizers.clone(),
+            owner_references: meta.owner_references.clone(),
+            ..ObjectMeta::default()
+        },
+        spec: Some(PersistentVolumeSpec {
+            node_affinity,
+            volume_mode: Some(
+                spec.volume_mode
+                    .clone()
+                    .unwrap_or_else(|| DEFAULT_VOLUME_MODE.to_owned()),
+            ),
+            ..spec
+        }),
+        status: None,
+    }
+}
+
+/// The saved form of a replacement PV: its JSON apply document.
+pub fn encode_saved_pv(pv: &PersistentVolume) -> Result<String, serde_json::Error> {
+    serde_json::to_string(pv)
+}
+
+/// Why saved replace state cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum SavedStateError {
+    /// The property is not a PersistentVolume JSON document.
+    #[error("saved PV of volume {volume} is not a PersistentVolume JSON document: {source}")]
+    InvalidJson {
+        /// The volume whose property holds it.
+        volume: VolumeId,
+        /// The decoder's error, with line and column.
+        source: serde_json::Error,
+    },
+    /// The saved PV has no name.
+    #[error("saved PV of volume {volume} has no name")]
+    MissingName {
+        /// The volume whose property holds it.
+        volume: VolumeId,
+    },
+    /// The saved PV is not a LINSTOR CSI volume.
+    #[error("saved PV {pv} of volume {volume} is not a {CSI_DRIVER} volume")]
+    NotLinstorVolume {
+        /// The saved PV's name.
+        pv: String,
+        /// The volume whose property holds it.
+        volume: VolumeId,
+    },
+    /// The saved PV's volume handle cannot be parsed.
+    #[error("saved PV {pv} of volume {volume}: {source}")]
+    InvalidHandle {
+        /// The saved PV's name.
+        pv: String,
+        /// The volume whose property holds it.
+        volume: VolumeId,
+        /// Why the handle is invalid.
+        source: HandleError,
+    },
+    /// The saved PV describes another volume than the one it is saved on.
+    #[error("saved PV {pv} on volume {volume} names volume {found} in its handle")]
+    VolumeMismatch {
+        /// The saved PV's name.
+        pv: String,
+        /// The volume whose property holds it.
+        volume: VolumeId,
+        /// The volume its handle names.
+        found: VolumeId,
+    },
+}
+
+/// Decodes saved replace state found on `volume` and checks that it is a
+/// named LINSTOR CSI PV of that very volume.
+pub fn decode_saved_pv(json: &str, volume: &VolumeId) -> Result<PersistentVolume, SavedStateError> {
+    let pv: PersistentVolume = serde_json::from_str(json).map_err(|source| SavedStateError::InvalidJson {
+        volume: volume.clone(),
+        source,
+    })?;
+    let name = match pv.metadata.name.as_deref() {
+        Some(name) if !name.is_empty() => name.to_owned(),
+        _ => {
+            return Err(SavedStateError::MissingName {
+                volume: volume.clone(),
+            });
+        }
+    };
+    let csi = pv
+        .spec
+        .as_ref()
+        .and_then(|spec| spec.csi.as_ref())
+        .filter(|csi| csi.driver == CSI_DRIVER);
+    let Some(csi) = csi else {
+        return Err(SavedStateError::NotLinstorVolume {
+            pv: name,
+            volume: volume.clone(),
+        });
+    };
+    let found: VolumeId = csi
+        .volume_handle
+        .parse()
+        .map_err(|source| SavedStateError::InvalidHandle {
+            pv: name.clone(),
+            volume: volume.clone(),
+            source,
+        })?;
+    if &found != volume {
+        return Err(SavedStateError::VolumeMismatch {
+            pv: name,
+            volume: volume.clone(),
+            found,
+        });
+    }
+    Ok(pv)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use k8s_openapi::api::core::v1::{CSIPersistentVolumeSource, NodeSelector, ObjectReference};
+    use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{OwnerReference, Time};
+    use k8s_openapi::jiff::Timestamp;
+
+    use super::*;
+
+    fn live_pv() -> PersistentVolume {
+        PersistentVolume {
+            metadata: ObjectMeta {
+                name: Some("pv-1".to_owned()),
+                uid: Some("uid-1".to_owned()),
+                resource_version: Some("42".to_owned()),
+                creation_timestamp: Some(Time(Timestamp::UNIX_EPOCH)),
+                generation: Some(3),
+                labels: Some(BTreeMap::from([("app".to_owned(), "db".to_owned())])),
+                annotations: Some(BTreeMap::from([(
+                    "pv.kubernetes.io/provisioned-by".to_owned(),
+                    CSI_DRIVER.to_owned(),
+                )])),
+                finalizers: Some(vec!["kubernetes.io/pv-protection".to_owned()]),
+                owner_references: Some(vec![OwnerReference {
+                    api_version: "v1".to_owned(),
+                    kind: "ConfigMap".to_owned(),
+                    name: "owner".to_owned(),
+                    uid: "uid-owner".to_owned(),
+                    ..OwnerReference::default()
+                }]),
+                ..ObjectMeta::default()
+            },
+            spec: Some(PersistentVolumeSpec {
+                access_modes: Some(vec!["ReadWriteOnce".to_owned()]),
+                capacity: Some(BTreeMap::from([(
+                    "storage".to_owned(),
+                    Quantity("1Gi".to_owned()),
+                )])),
+                claim_ref: Some(ObjectReference {
+                    name: Some("data".to_owned()),
+                    namespace: Some("default".to_owned()),
+                    uid: Some("uid-claim".to_owned()),
+                    ..ObjectReference::default()
+                }),
+                csi: Some(CSIPersistentVolumeSource {
+                    driver: CSI_DRIVER.to_owned(),
+                    volume_handle: "pvc-1/2".to_owned(),
+                    fs_type: Some("ext4".to_owned()),
+                    ..CSIPersistentVolumeSource::default()
+                }),
+                mount_options: Some(vec!["noatime".to_owned()]),
+                volume_attributes_class_name: Some("gold".to_owned()),
+                persistent_volume_reclaim_policy: Some("Delete".to_owned()),
+                storage_class_name: Some("local".to_owned()),
+                node_affinity: Some(VolumeNodeAffinity {
+                    required: Some(NodeSelector::default()),
+                }),
+                ..PersistentVolumeSpec::default()
+            }),
+            status: None,
+        }
+    }
+
+    #[test]
+    fn keeps_every_client_field_and_replaces_the_affinity() {
+        let live = live_pv();
+        let new = replacement_pv(&live, None);
+        let (lm, nm) = (&live.metadata, &new.metadata);
+        assert_eq!(nm.name, lm.name);
+        assert_eq!(nm.labels, lm.labels);
+        assert_eq!(nm.annotations, lm.annotations);
+        assert_eq!(nm.finalizers, lm.finalizers);
+        assert_eq!(nm.owner_references, lm.owner_references);
+        assert_eq!(nm.uid, None);
+        assert_eq!(nm.resource_version, None);
+        assert_eq!(nm.creation_timestamp, None);
+        assert_eq!(nm.generation, None);
+        let mut expected_spec = live.spec.clone().unwrap();
+        expected_spec.node_affinity = None;
+        expected_spec.volume_mode = Some("Filesystem".to_owned());
+        assert_eq!(new.spec, Some(expected_spec));
+        assert_eq!(new.status, None);
+    }
+
+    #[test]
+    fn keeps_an_explicit_volume_mode() {
+        let mut live = live_pv();
+        if let Some(spec) = live.spec.as_mut() {
+            spec.volume_mode = Some("Block".to_owned());
+        }
+        let new = replacement_pv(&live, None);
+        assert_eq!(new.spec.and_then(|s| s.volume_mode).as_deref(), Some("Block"));
+    }
+
+    #[test]
+    fn saved_form_round_trips_as_an_apply_document() {
+        let new = replacement_pv(&live_pv(), None);
+        let json = encode_saved_pv(&new).unwrap();
+        let value: serde_json::Value = serde_json::from_str(&json).unwrap();
+        assert_eq!(value["apiVersion"], "v1");
+        assert_eq!(value["kind"], "PersistentVolume");
+        assert_eq!(value["spec"]["mountOptions"][0], "noatime");
+        assert_eq!(value["spec"]["volumeAttributesClassName"], "gold");
+        assert!(value["metadata"].get("uid").is_none());
+        let decoded = decode_saved_pv(&json, &VolumeId::new("pvc-1", 2)).unwrap();
+        assert_eq!(decoded, new);
+    }
+
+    #[test]
+    fn rejects_unusable_saved_state() {
+        let volume = VolumeId::new("pvc-1", 2);
+        let good = encode_saved_pv(&replacement_pv(&live_pv(), None)).unwrap();
+        let other_volume = good.replace("pvc-1/2", "pvc-1/3");
+        let other_rd = good.replace("pvc-1/2", "pvc-7/2");
+        let bad_handle = good.replace("pvc-1/2", "pvc-1/x");
+        let other_driver = good.replace("\"driver\":\"linstor.csi.linbit.com\"", "\"driver\":\"other\"");
+        let nameless = good.replace("\"name\":\"pv-1\",", "");
+        let cases: [(&str, &str); 8] = [
+            ("{", "not a PersistentVolume JSON document"),
+            ("", "not a PersistentVolume JSON document"),
+            (
+                "{\"apiVersion\":\"v1\",\"kind\":\"Pod\"}",
+                "not a PersistentVolume JSON document",
+            ),
+            (&other_volume, "names volume pvc-1/3"),
+            (&other_rd, "names volume pvc-7/2"),
+            (&bad_handle, "volume number"),
+            (&other_driver, "is not a linstor.csi.linbit.com volume"),
+            (&nameless, "has no name"),
+        ];
+        for (json, needle) in cases {
+            let err = decode_saved_pv(json, &volume).unwrap_err().to_string();
+            assert!(err.contains(needle) && err.contains("pvc-1/2"), "{json}: {err}");
+        }
+    }
+}
