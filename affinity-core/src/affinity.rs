@@ -1,5 +1,7 @@
 //! PV node affinity: building the desired one and comparing it with a PV's.
 
+use std::borrow::Borrow;
+
 use k8s_openapi::api::core::v1::{
     NodeSelector, NodeSelectorRequirement, NodeSelectorTerm, VolumeNodeAffinity,
 };
@@ -45,17 +47,19 @@ fn term_of(topology: &Segments) -> NodeSelectorTerm {
 /// No affinity (or no `required` part) matches only an empty list. Otherwise
 /// every topology needs an equal term and every term an equal topology; see
 /// [`term_matches`].
-pub fn affinity_matches(current: Option<&VolumeNodeAffinity>, topologies: &[Segments]) -> bool {
+pub fn affinity_matches<T: Borrow<Segments>>(current: Option<&VolumeNodeAffinity>, topologies: &[T]) -> bool {
     let Some(required) = current.and_then(|affinity| affinity.required.as_ref()) else {
         return topologies.is_empty();
     };
     let terms = &required.node_selector_terms;
     topologies
         .iter()
-        .all(|topology| terms.iter().any(|term| term_matches(term, topology)))
-        && terms
-            .iter()
-            .all(|term| topologies.iter().any(|topology| term_matches(term, topology)))
+        .all(|topology| terms.iter().any(|term| term_matches(term, topology.borrow())))
+        && terms.iter().all(|term| {
+            topologies
+                .iter()
+                .any(|topology| term_matches(term, topology.borrow()))
+        })
 }
 
 /// A term equals a topology when it has no `matchFields`, exactly as many
@@ -132,15 +136,15 @@ mod tests {
     #[test]
     fn missing_affinity_matches_only_no_topology() {
         let one = [seg(&[("zone", "a")])];
-        assert!(affinity_matches(None, &[]));
+        assert!(affinity_matches::<Segments>(None, &[]));
         assert!(!affinity_matches(None, &one));
         let no_required = VolumeNodeAffinity { required: None };
-        assert!(affinity_matches(Some(&no_required), &[]));
+        assert!(affinity_matches::<Segments>(Some(&no_required), &[]));
         assert!(!affinity_matches(Some(&no_required), &one));
         // A required affinity never matches "everywhere" unless it has no term.
         let restricted = affinity(vec![term(vec![req("zone", "In", &["a"])])]);
-        assert!(!affinity_matches(Some(&restricted), &[]));
-        assert!(affinity_matches(Some(&affinity(vec![])), &[]));
+        assert!(!affinity_matches::<Segments>(Some(&restricted), &[]));
+        assert!(affinity_matches::<Segments>(Some(&affinity(vec![])), &[]));
     }
 
     #[test]

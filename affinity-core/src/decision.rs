@@ -59,10 +59,7 @@ pub struct VolumeDecision {
 #[derive(Clone, Debug, PartialEq)]
 pub enum Action {
     /// The PV's affinity matches LINSTOR: nothing to do.
-    InSync {
-        /// Where the volume is accessible from.
-        accessibility: Accessibility,
-    },
+    InSync,
     /// The PV is deliberately left alone.
     Skip(SkipReason),
     /// The PV must be (re)created as [`Replacement::pv`].
@@ -256,7 +253,7 @@ impl Plan {
         };
         for decision in &self.decisions {
             match &decision.outcome {
-                Ok(Action::InSync { .. }) => summary.in_sync += 1,
+                Ok(Action::InSync) => summary.in_sync += 1,
                 Ok(Action::Replace(_)) => summary.replace += 1,
                 Ok(Action::Skip(_)) => summary.skip += 1,
                 Ok(Action::ClearSavedState) => summary.clear_saved_state += 1,

@@ -60,27 +60,33 @@ impl FromStr for VolumeId {
     type Err = HandleError;
 
     fn from_str(handle: &str) -> Result<Self, Self::Err> {
-        if handle.is_empty() {
-            return Err(HandleError::Empty);
-        }
-        let (resource, number) = match handle.split_once('/') {
-            Some((resource, number)) => (resource, Some(number)),
-            None => (handle, None),
-        };
-        if resource.is_empty() {
-            return Err(HandleError::EmptyResource {
-                handle: handle.to_owned(),
-            });
-        }
-        let volume_number = match number {
-            None => 0,
-            Some(text) => parse_volume_number(text).ok_or_else(|| HandleError::InvalidVolumeNumber {
-                handle: handle.to_owned(),
-                number: text.to_owned(),
-            })?,
-        };
-        Ok(Self::new(resource, volume_number))
+        split_handle(handle).map(|(resource, number)| Self::new(resource, number))
     }
+}
+
+/// The resource definition name and volume number of a handle, borrowed
+/// from it.
+pub(crate) fn split_handle(handle: &str) -> Result<(&str, u16), HandleError> {
+    if handle.is_empty() {
+        return Err(HandleError::Empty);
+    }
+    let (resource, number) = match handle.split_once('/') {
+        Some((resource, number)) => (resource, Some(number)),
+        None => (handle, None),
+    };
+    if resource.is_empty() {
+        return Err(HandleError::EmptyResource {
+            handle: handle.to_owned(),
+        });
+    }
+    let volume_number = match number {
+        None => 0,
+        Some(text) => parse_volume_number(text).ok_or_else(|| HandleError::InvalidVolumeNumber {
+            handle: handle.to_owned(),
+            number: text.to_owned(),
+        })?,
+    };
+    Ok((resource, volume_number))
 }
 
 /// Digits only: `u16::from_str` would also take a leading `+`.

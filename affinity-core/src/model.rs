@@ -5,6 +5,8 @@
 
 use std::collections::BTreeMap;
 
+use crate::names::SAVED_PV_PROPERTY;
+
 /// LINSTOR properties (key to value), or StorageClass parameters.
 pub type Properties = BTreeMap<String, String>;
 
@@ -73,6 +75,13 @@ pub struct ResourceDefinitionState {
 }
 
 impl ResourceDefinitionState {
+    /// Whether any volume definition holds saved replace state.
+    pub fn has_saved_state(&self) -> bool {
+        self.volume_definitions
+            .iter()
+            .any(|vd| saved_pv_json(&vd.properties).is_some())
+    }
+
     /// The properties of volume definition `volume_number`, if it exists.
     pub fn volume_properties(&self, volume_number: u16) -> Option<&Properties> {
         self.volume_definitions
@@ -80,4 +89,13 @@ impl ResourceDefinitionState {
             .find(|vd| vd.volume_number == volume_number)
             .map(|vd| &vd.properties)
     }
+}
+
+/// The saved-PV property of a volume definition, when set to something (an
+/// empty value counts as absent).
+pub fn saved_pv_json(properties: &Properties) -> Option<&str> {
+    properties
+        .get(SAVED_PV_PROPERTY)
+        .map(String::as_str)
+        .filter(|json| !json.is_empty())
 }

@@ -1,7 +1,7 @@
 //! The decision of section "decision per volume": for every volume, compare
 //! the PV with LINSTOR and with saved replace state, and say what to do.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,17 +13,15 @@ use crate::decision::{
     Action, AffinityBasis, DecisionError, DecisionSettings, InvalidHandle, Plan, ReplaceTrigger, Replacement,
     RetiredPv, SkipReason, VolumeDecision,
 };
-use crate::handle::VolumeId;
-use crate::model::{Replica, ResourceDefinitionState};
-use crate::names::{
-    CSI_DRIVER, PHASE_RELEASED, SAVED_PV_PROPERTY, SKIP_ANNOTATION, SKIP_PROPERTY, SKIP_RECLAIM_ANNOTATION,
-};
+use crate::handle::{VolumeId, split_handle};
+use crate::model::{Replica, ResourceDefinitionState, saved_pv_json};
+use crate::names::{CSI_DRIVER, PHASE_RELEASED, SKIP_ANNOTATION, SKIP_PROPERTY, SKIP_RECLAIM_ANNOTATION};
 use crate::policy::{PolicyParseError, RemoteAccessPolicy};
 use crate::policy_source::{PolicyError, PolicyOrigin, policy_for_origin, pv_name};
 use crate::replacement::{decode_saved_pv, replacement_pv};
 use crate::source::{NodeSource, ResourceDefinitionSource, ResourceSource, StorageClassSource};
 use crate::storage_class::{StorageClassError, policy_from_parameters};
-use crate::topology::{Accessibility, Segments, diskful_nodes, node_segments};
+use crate::topology::{Accessibility, Segments, diskful_nodes, merge_topologies, node_segments};
 
 /// Everything the engine reads of LINSTOR.
 pub trait LinstorSource: ResourceDefinitionSource + ResourceSource + NodeSource {}
@@ -45,6 +43,9 @@ pub struct Planner<'a, L: ?Sized, S: ?Sized> {
     policy_texts: HashMap<String, Cached<RemoteAccessPolicy, PolicyParseError>>,
     class_policies: HashMap<String, Option<Cached<RemoteAccessPolicy, StorageClassError>>>,
     segments: HashMap<String, Option<Arc<Segments>>>,
+    /// Accessible topologies per (policy, node), both identified by the
+    /// address of their cached `Arc`, which the caches keep alive.
+    node_topologies: HashMap<(usize, usize), Arc<[Segments]>>,
 }
 
 impl<'a, L, S> Planner<'a, L, S>
@@ -61,6 +62,7 @@ where
             policy_texts: HashMap::new(),
             class_policies: HashMap::new(),
             segments: HashMap::new(),
+            node_topologies: HashMap::new(),
         }
     }
 
@@ -71,33 +73,46 @@ where
         I: IntoIterator<Item = &'p PersistentVolume>,
     {
         let mut plan = Plan::default();
-        let mut by_definition: BTreeMap<String, Vec<(u16, &PersistentVolume)>> = BTreeMap::new();
+        let mut volumes: Vec<(&str, u16, &PersistentVolume)> = Vec::new();
         for pv in pvs {
             let Some(handle) = linstor_volume_handle(pv) else {
                 continue;
             };
-            match handle.parse::<VolumeId>() {
-                Ok(id) => by_definition
-                    .entry(id.resource_definition)
-                    .or_default()
-                    .push((id.volume_number, pv)),
+            match split_handle(handle) {
+                Ok((definition, number)) => volumes.push((definition, number, pv)),
                 Err(error) => plan.invalid_handles.push(InvalidHandle {
                     pv: pv_name(pv).to_owned(),
                     error,
                 }),
             }
         }
-        for definition in self.linstor.resource_definitions() {
-            let has_saved_state = definition
-                .volume_definitions
-                .iter()
-                .any(|vd| saved_state(&vd.properties).is_some());
-            if has_saved_state && !by_definition.contains_key(&definition.name) {
-                by_definition.insert(definition.name.clone(), Vec::new());
+        // Stable: of several PVs for one volume, the first seen stays first.
+        volumes.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+        let mut orphaned: Vec<&str> = self
+            .linstor
+            .with_saved_state()
+            .map(|definition| definition.name.as_str())
+            .filter(|name| {
+                volumes
+                    .binary_search_by(|(definition, _, _)| definition.cmp(name))
+                    .is_err()
+            })
+            .collect();
+        orphaned.sort_unstable();
+        plan.decisions.reserve(volumes.len() + orphaned.len());
+        let mut orphaned = orphaned.into_iter().peekable();
+        let mut rest = volumes.as_slice();
+        while let Some(&(name, _, _)) = rest.first() {
+            while let Some(orphan) = orphaned.next_if(|orphan| *orphan < name) {
+                self.decide_volumes(orphan, &[], &mut plan.decisions);
             }
+            let run = rest.partition_point(|(definition, _, _)| *definition == name);
+            let (group, tail) = rest.split_at(run);
+            self.decide_volumes(name, group, &mut plan.decisions);
+            rest = tail;
         }
-        for (name, pvs) in &by_definition {
-            self.decide_volumes(name, pvs, &mut plan.decisions);
+        for orphan in orphaned {
+            self.decide_volumes(orphan, &[], &mut plan.decisions);
         }
         plan
     }
@@ -110,53 +125,62 @@ where
         resource_definition: &str,
         pvs: &[&PersistentVolume],
     ) -> Vec<VolumeDecision> {
-        let volumes: Vec<(u16, &PersistentVolume)> = pvs
+        let mut volumes: Vec<(&str, u16, &PersistentVolume)> = pvs
             .iter()
             .filter_map(|pv| {
-                let id = linstor_volume_handle(pv)?.parse::<VolumeId>().ok()?;
-                (id.resource_definition == resource_definition).then_some((id.volume_number, *pv))
+                let (definition, number) = split_handle(linstor_volume_handle(pv)?).ok()?;
+                (definition == resource_definition).then_some((definition, number, *pv))
             })
             .collect();
+        volumes.sort_by_key(|(_, number, _)| *number);
         let mut decisions = Vec::new();
         self.decide_volumes(resource_definition, &volumes, &mut decisions);
         decisions
     }
 
+    /// `pvs` all belong to resource definition `name`, sorted by volume number.
     fn decide_volumes(
         &mut self,
         name: &str,
-        pvs: &[(u16, &PersistentVolume)],
+        pvs: &[(&str, u16, &PersistentVolume)],
         out: &mut Vec<VolumeDecision>,
     ) {
         let definition = self.linstor.resource_definition(name);
-        let mut numbers: BTreeSet<u16> = pvs.iter().map(|(number, _)| *number).collect();
+        let mut numbers: Vec<u16> = pvs.iter().map(|(_, number, _)| *number).collect();
         if let Some(definition) = definition {
             numbers.extend(
                 definition
                     .volume_definitions
                     .iter()
-                    .filter(|vd| saved_state(&vd.properties).is_some())
+                    .filter(|vd| saved_pv_json(&vd.properties).is_some())
                     .map(|vd| vd.volume_number),
             );
         }
+        numbers.sort_unstable();
+        numbers.dedup();
         for number in numbers {
             let volume = VolumeId::new(name, number);
             let saved = definition
                 .and_then(|definition| definition.volume_properties(number))
-                .and_then(saved_state);
-            let mut live = pvs.iter().filter(|(n, _)| *n == number).map(|(_, pv)| *pv);
+                .and_then(saved_pv_json);
+            let mut live = pvs.iter().filter(|(_, n, _)| *n == number).map(|(_, _, pv)| *pv);
             let first = live.next();
-            let kept = first.map(|pv| pv_name(pv).to_owned());
-            if let Some(decision) = self.decide_volume(volume.clone(), definition, first, saved) {
+            let duplicates: Vec<VolumeDecision> = match first {
+                None => Vec::new(),
+                Some(kept) => live
+                    .map(|duplicate| VolumeDecision {
+                        volume: volume.clone(),
+                        pv_name: pv_name(duplicate).to_owned(),
+                        outcome: Ok(Action::Skip(SkipReason::DuplicateVolume {
+                            kept: pv_name(kept).to_owned(),
+                        })),
+                    })
+                    .collect(),
+            };
+            if let Some(decision) = self.decide_volume(volume, definition, first, saved) {
                 out.push(decision);
             }
-            if let Some(kept) = kept {
-                out.extend(live.map(|duplicate| VolumeDecision {
-                    volume: volume.clone(),
-                    pv_name: pv_name(duplicate).to_owned(),
-                    outcome: Ok(Action::Skip(SkipReason::DuplicateVolume { kept: kept.clone() })),
-                }));
-            }
+            out.extend(duplicates);
         }
     }
 
@@ -204,14 +228,16 @@ where
             return Ok(Action::Skip(SkipReason::NoResources));
         }
         let policy = self.policy(pv)?;
-        let accessibility = match self.accessibility(&policy, replicas) {
-            Ok(accessibility) => accessibility,
+        let per_node = match self.node_topologies(&policy, replicas) {
+            Ok(per_node) => per_node,
             Err(reason) => return Ok(Action::Skip(reason)),
         };
+        let merged = merge_topologies(per_node.iter().map(|topologies| &topologies[..]));
         let current = pv.spec.as_ref().and_then(|spec| spec.node_affinity.as_ref());
-        if affinity_matches(current, accessibility.topologies()) {
-            return Ok(Action::InSync { accessibility });
+        if affinity_matches(current, merged.as_deref().unwrap_or_default()) {
+            return Ok(Action::InSync);
         }
+        let accessibility = Accessibility::from_merged(merged);
         Ok(Action::Replace(Box::new(Replacement {
             pv: replacement_pv(pv, desired_node_affinity(&accessibility)),
             retire: Some(retired(pv)),
@@ -306,31 +332,38 @@ where
             return Err(SkipReason::NoResources.to_string());
         }
         let policy = self.policy(saved).map_err(|error| error.to_string())?;
-        self.accessibility(&policy, replicas)
-            .map_err(|reason| reason.to_string())
+        let per_node = self
+            .node_topologies(&policy, replicas)
+            .map_err(|reason| reason.to_string())?;
+        Ok(Accessibility::from_merged(merge_topologies(
+            per_node.iter().map(|topologies| &topologies[..]),
+        )))
     }
 
-    fn accessibility(
+    /// The accessible topologies of each diskful node under `policy`.
+    fn node_topologies(
         &mut self,
-        policy: &RemoteAccessPolicy,
+        policy: &Arc<RemoteAccessPolicy>,
         replicas: &[Replica],
-    ) -> Result<Accessibility, SkipReason> {
+    ) -> Result<Vec<Arc<[Segments]>>, SkipReason> {
         let nodes = diskful_nodes(replicas);
         if nodes.is_empty() {
             return Err(SkipReason::NoHealthyDiskfulReplica);
         }
-        let segments = nodes
+        nodes
             .into_iter()
             .map(|node| {
-                self.node_segments(node).ok_or_else(|| SkipReason::UnknownNode {
+                let segments = self.node_segments(node).ok_or_else(|| SkipReason::UnknownNode {
                     node: node.to_owned(),
-                })
+                })?;
+                let key = (Arc::as_ptr(policy) as usize, Arc::as_ptr(&segments) as usize);
+                Ok(self
+                    .node_topologies
+                    .entry(key)
+                    .or_insert_with(|| policy.accessible_segments(&segments).into())
+                    .clone())
             })
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(Accessibility::from_nodes(
-            policy,
-            segments.iter().map(|s| s.as_ref()),
-        ))
+            .collect()
     }
 
     fn node_segments(&mut self, node: &str) -> Option<Arc<Segments>> {
@@ -355,38 +388,33 @@ where
         policy_for_origin(
             pv_name(pv),
             &origin,
-            |text| {
-                texts
-                    .entry(text.to_owned())
-                    .or_insert_with(|| text.parse().map(Arc::new))
-                    .clone()
-            },
+            |text| cached(texts, text, || text.parse().map(Arc::new)),
             |name| {
-                classes
-                    .entry(name.to_owned())
-                    .or_insert_with(|| {
-                        storage_classes
-                            .storage_class_parameters(name)
-                            .map(|params| policy_from_parameters(params).map(Arc::new))
-                    })
-                    .clone()
+                cached(classes, name, || {
+                    storage_classes
+                        .storage_class_parameters(name)
+                        .map(|params| policy_from_parameters(params).map(Arc::new))
+                })
             },
         )
     }
+}
+
+/// Looks `key` up, computing and storing the value on a miss only, so hits
+/// allocate nothing.
+fn cached<V: Clone>(cache: &mut HashMap<String, V>, key: &str, compute: impl FnOnce() -> V) -> V {
+    if let Some(value) = cache.get(key) {
+        return value.clone();
+    }
+    let value = compute();
+    cache.insert(key.to_owned(), value.clone());
+    value
 }
 
 /// The volume handle of a LINSTOR CSI PV, `None` for other PVs.
 fn linstor_volume_handle(pv: &PersistentVolume) -> Option<&str> {
     let csi = pv.spec.as_ref()?.csi.as_ref()?;
     (csi.driver == CSI_DRIVER).then_some(csi.volume_handle.as_str())
-}
-
-/// The saved PV property, when set to something.
-fn saved_state(properties: &crate::model::Properties) -> Option<&str> {
-    properties
-        .get(SAVED_PV_PROPERTY)
-        .map(String::as_str)
-        .filter(|json| !json.is_empty())
 }
 
 fn retired(pv: &PersistentVolume) -> RetiredPv {

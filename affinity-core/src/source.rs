@@ -4,7 +4,7 @@
 //! An embedder implements these over its own caches; the engine only ever
 //! borrows from them.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use crate::model::{Properties, Replica, ResourceDefinitionState};
 
@@ -13,9 +13,17 @@ pub trait ResourceDefinitionSource {
     /// The resource definition called `name`, if LINSTOR has it.
     fn resource_definition(&self, name: &str) -> Option<&ResourceDefinitionState>;
 
-    /// Every resource definition, in any order. Used to find saved replace
-    /// state of volumes whose PV is gone.
+    /// Every resource definition, in any order.
     fn resource_definitions(&self) -> impl Iterator<Item = &ResourceDefinitionState>;
+
+    /// The resource definitions with saved replace state on any volume
+    /// definition, in any order: how the engine finds volumes whose PV is
+    /// gone. The default filters [`Self::resource_definitions`]; sources
+    /// that index saved state answer without a scan.
+    fn with_saved_state(&self) -> impl Iterator<Item = &ResourceDefinitionState> {
+        self.resource_definitions()
+            .filter(|definition| definition.has_saved_state())
+    }
 }
 
 /// LINSTOR resources (replicas) per resource definition.
@@ -54,6 +62,8 @@ impl StorageClassSource for BTreeMap<String, Properties> {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct LinstorSnapshot {
     resource_definitions: HashMap<String, ResourceDefinitionState>,
+    /// Names of the resource definitions with saved replace state.
+    with_saved_state: BTreeSet<String>,
     replicas: HashMap<String, Vec<Replica>>,
     nodes: HashMap<String, Properties>,
 }
@@ -71,6 +81,11 @@ impl LinstorSnapshot {
 
     /// Adds or replaces a resource definition.
     pub fn insert_resource_definition(&mut self, definition: ResourceDefinitionState) {
+        if definition.has_saved_state() {
+            self.with_saved_state.insert(definition.name.clone());
+        } else {
+            self.with_saved_state.remove(&definition.name);
+        }
         self.resource_definitions
             .insert(definition.name.clone(), definition);
     }
@@ -96,6 +111,12 @@ impl ResourceDefinitionSource for LinstorSnapshot {
 
     fn resource_definitions(&self) -> impl Iterator<Item = &ResourceDefinitionState> {
         self.resource_definitions.values()
+    }
+
+    fn with_saved_state(&self) -> impl Iterator<Item = &ResourceDefinitionState> {
+        self.with_saved_state
+            .iter()
+            .filter_map(|name| self.resource_definitions.get(name))
     }
 }
 

@@ -36,22 +36,44 @@ impl Accessibility {
     where
         I: IntoIterator<Item = &'a Segments>,
     {
-        let mut topologies = Vec::new();
-        for segments in diskful_nodes {
-            for topology in policy.accessible_segments(segments) {
-                if topology.is_empty() {
-                    return Self::Everywhere;
-                }
-                topologies.push(topology);
-            }
-        }
-        if topologies.is_empty() {
-            return Self::Everywhere;
-        }
-        topologies.sort_unstable();
-        topologies.dedup();
-        Self::Restricted(topologies)
+        let per_node: Vec<Vec<Segments>> = diskful_nodes
+            .into_iter()
+            .map(|segments| policy.accessible_segments(segments))
+            .collect();
+        Self::from_merged(merge_topologies(per_node.iter().map(Vec::as_slice)))
     }
+
+    /// The accessibility of a [`merge_topologies`] result.
+    pub(crate) fn from_merged(merged: Option<Vec<&Segments>>) -> Self {
+        match merged {
+            None => Self::Everywhere,
+            Some(topologies) => Self::Restricted(topologies.into_iter().cloned().collect()),
+        }
+    }
+}
+
+/// Merges the accessible topologies of every diskful node: `None` (from
+/// everywhere) when a node yields an empty map or no node yields any map,
+/// otherwise the maps sorted and without duplicates.
+pub(crate) fn merge_topologies<'s, I>(per_node: I) -> Option<Vec<&'s Segments>>
+where
+    I: IntoIterator<Item = &'s [Segments]>,
+{
+    let mut merged = Vec::new();
+    for topologies in per_node {
+        for topology in topologies {
+            if topology.is_empty() {
+                return None;
+            }
+            merged.push(topology);
+        }
+    }
+    if merged.is_empty() {
+        return None;
+    }
+    merged.sort_unstable();
+    merged.dedup();
+    Some(merged)
 }
 
 /// The topology segments of a LINSTOR node: every property under

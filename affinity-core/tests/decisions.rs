@@ -215,7 +215,7 @@ fn local_volume_in_sync() {
     let mut c = Cluster::new();
     c.rd("pvc-1", &["n1"]);
     let outcome = c.only(with_affinity(pv("pv-1", "pvc-1", "local"), on_hosts(&["n1"])));
-    assert!(matches!(outcome, Ok(Action::InSync { .. })), "{outcome:?}");
+    assert!(matches!(outcome, Ok(Action::InSync)), "{outcome:?}");
 }
 
 #[test]
@@ -266,7 +266,7 @@ fn zone_policy_uses_zones_of_the_diskful_nodes() {
     c.rd("pvc-1", &["n1", "n2", "n3"]);
     let both = affinity(&[&[(ZONE, "a")], &[(ZONE, "b")]]);
     let outcome = c.only(with_affinity(pv("pv-1", "pvc-1", "zonal"), both.clone()));
-    assert!(matches!(outcome, Ok(Action::InSync { .. })), "{outcome:?}");
+    assert!(matches!(outcome, Ok(Action::InSync)), "{outcome:?}");
     let r = replacement(c.only(with_affinity(
         pv("pv-1", "pvc-1", "zonal"),
         affinity(&[&[(ZONE, "a")]]),
@@ -279,12 +279,7 @@ fn anywhere_policy_wants_no_affinity() {
     let mut c = Cluster::new();
     c.rd("pvc-1", &["n1"]);
     let outcome = c.only(pv("pv-1", "pvc-1", "anywhere"));
-    assert_eq!(
-        outcome.unwrap(),
-        Action::InSync {
-            accessibility: Accessibility::Everywhere
-        }
-    );
+    assert_eq!(outcome.unwrap(), Action::InSync);
     let r = replacement(c.only(with_affinity(pv("pv-1", "pvc-1", "anywhere"), on_hosts(&["n1"]))));
     assert_eq!(new_affinity(&r), None);
     // An override without rules also means everywhere.
@@ -306,7 +301,7 @@ fn policy_sources_in_order() {
         "override.piraeus.io/policy",
         "- fromSame: [topology.kubernetes.io/zone]",
     );
-    assert!(matches!(c.only(overridden), Ok(Action::InSync { .. })));
+    assert!(matches!(c.only(overridden), Ok(Action::InSync)));
     // Volume context says zone.
     let mut ctx = with_affinity(pv("pv-1", "pvc-1", "local"), affinity(&[&[(ZONE, "a")]]));
     ctx.spec.as_mut().unwrap().csi.as_mut().unwrap().volume_attributes = Some(map(&[
@@ -316,7 +311,7 @@ fn policy_sources_in_order() {
             "- fromSame: [topology.kubernetes.io/zone]",
         ),
     ]));
-    assert!(matches!(c.only(ctx), Ok(Action::InSync { .. })));
+    assert!(matches!(c.only(ctx), Ok(Action::InSync)));
 }
 
 #[test]
@@ -335,7 +330,7 @@ fn several_volumes_of_one_resource_definition() {
         .iter()
         .map(|d| {
             let kind = match &d.outcome {
-                Ok(Action::InSync { .. }) => "in-sync",
+                Ok(Action::InSync) => "in-sync",
                 Ok(Action::Replace(_)) => "replace",
                 other => panic!("{other:?}"),
             };
@@ -362,7 +357,7 @@ fn duplicate_pvs_keep_the_first_seen() {
     ]);
     assert_eq!(plan.decisions.len(), 2);
     assert_eq!(plan.decisions[0].pv_name, "pv-b");
-    assert!(matches!(plan.decisions[0].outcome, Ok(Action::InSync { .. })));
+    assert!(matches!(plan.decisions[0].outcome, Ok(Action::InSync)));
     assert_eq!(plan.decisions[1].pv_name, "pv-a");
     let reason = skip(plan.decisions.into_iter().nth(1).unwrap().outcome);
     assert_eq!(
