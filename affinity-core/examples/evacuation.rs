@@ -18,6 +18,9 @@ use affinity_core::{
     encode_saved_pv, guess_property_namespace, node_segments, replacement_pv,
 };
 
+/// A replica's node and its LINSTOR flags.
+type Placement<'a> = (&'a str, &'a [&'a str]);
+
 const ZONE_POLICY: &str = "- fromSame: [topology.kubernetes.io/zone]";
 
 fn props(pairs: &[(&str, &str)]) -> Properties {
@@ -60,7 +63,7 @@ fn main() {
 
     // Where the data is now: worker-2's replicas moved to worker-4 and
     // worker-5; "pvc-db-1" is still being copied, so worker-2 keeps a replica.
-    let placements: &[(&str, &[(&str, &[&str])])] = &[
+    let placements: &[(&str, &[Placement])] = &[
         ("pvc-web-0", &[("worker-1", &[])]),
         ("pvc-web-1", &[("worker-4", &[]), ("worker-2", &["DELETE"])]),
         ("pvc-db-0", &[("worker-1", &[]), ("worker-3", &[])]),
