@@ -73,13 +73,13 @@ where
         I: IntoIterator<Item = &'p PersistentVolume>,
     {
         let mut plan = Plan::default();
-        let mut volumes: Vec<(&str, u16, &PersistentVolume)> = Vec::new();
+        let mut volumes: Vec<(SortKey<'_>, u16, &PersistentVolume)> = Vec::new();
         for pv in pvs {
             let Some(handle) = linstor_volume_handle(pv) else {
                 continue;
             };
             match split_handle(handle) {
-                Ok((definition, number)) => volumes.push((definition, number, pv)),
+                Ok((definition, number)) => volumes.push((SortKey::new(definition), number, pv)),
                 Err(error) => plan.invalid_handles.push(InvalidHandle {
                     pv: pv_name(pv).to_owned(),
                     error,
@@ -87,32 +87,28 @@ where
             }
         }
         // Stable: of several PVs for one volume, the first seen stays first.
-        volumes.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
-        let mut orphaned: Vec<&str> = self
+        volumes.sort_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1)));
+        let mut orphaned: Vec<SortKey<'_>> = self
             .linstor
             .with_saved_state()
-            .map(|definition| definition.name.as_str())
-            .filter(|name| {
-                volumes
-                    .binary_search_by(|(definition, _, _)| definition.cmp(name))
-                    .is_err()
-            })
+            .map(|definition| SortKey::new(&definition.name))
+            .filter(|key| volumes.binary_search_by(|(other, _, _)| other.cmp(key)).is_err())
             .collect();
         orphaned.sort_unstable();
         plan.decisions.reserve(volumes.len() + orphaned.len());
         let mut orphaned = orphaned.into_iter().peekable();
         let mut rest = volumes.as_slice();
-        while let Some(&(name, _, _)) = rest.first() {
-            while let Some(orphan) = orphaned.next_if(|orphan| *orphan < name) {
-                self.decide_volumes(orphan, &[], &mut plan.decisions);
+        while let Some((key, _, _)) = rest.first() {
+            while let Some(orphan) = orphaned.next_if(|orphan| orphan < key) {
+                self.decide_volumes(orphan.name, &[], &mut plan.decisions);
             }
-            let run = rest.partition_point(|(definition, _, _)| *definition == name);
+            let run = rest.partition_point(|(other, _, _)| other == key);
             let (group, tail) = rest.split_at(run);
-            self.decide_volumes(name, group, &mut plan.decisions);
+            self.decide_volumes(key.name, group, &mut plan.decisions);
             rest = tail;
         }
         for orphan in orphaned {
-            self.decide_volumes(orphan, &[], &mut plan.decisions);
+            self.decide_volumes(orphan.name, &[], &mut plan.decisions);
         }
         plan
     }
@@ -125,11 +121,11 @@ where
         resource_definition: &str,
         pvs: &[&PersistentVolume],
     ) -> Vec<VolumeDecision> {
-        let mut volumes: Vec<(&str, u16, &PersistentVolume)> = pvs
+        let mut volumes: Vec<(SortKey<'_>, u16, &PersistentVolume)> = pvs
             .iter()
             .filter_map(|pv| {
                 let (definition, number) = split_handle(linstor_volume_handle(pv)?).ok()?;
-                (definition == resource_definition).then_some((definition, number, *pv))
+                (definition == resource_definition).then_some((SortKey::new(definition), number, *pv))
             })
             .collect();
         volumes.sort_by_key(|(_, number, _)| *number);
@@ -142,7 +138,7 @@ where
     fn decide_volumes(
         &mut self,
         name: &str,
-        pvs: &[(&str, u16, &PersistentVolume)],
+        pvs: &[(SortKey<'_>, u16, &PersistentVolume)],
         out: &mut Vec<VolumeDecision>,
     ) {
         let definition = self.linstor.resource_definition(name);
@@ -409,6 +405,29 @@ fn cached<V: Clone>(cache: &mut HashMap<String, V>, key: &str, compute: impl FnO
     let value = compute();
     cache.insert(key.to_owned(), value.clone());
     value
+}
+
+/// A resource definition name ordered as the name, with its first 16 bytes
+/// kept inline so that most comparisons while sorting many volumes need not
+/// follow the pointer into the PV.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct SortKey<'a> {
+    /// The first 16 bytes, big-endian, zero-padded: ordering by it and then
+    /// by the whole name is ordering by the name.
+    prefix: u128,
+    name: &'a str,
+}
+
+impl<'a> SortKey<'a> {
+    fn new(name: &'a str) -> Self {
+        let mut bytes = [0u8; 16];
+        let len = name.len().min(16);
+        bytes[..len].copy_from_slice(&name.as_bytes()[..len]);
+        Self {
+            prefix: u128::from_be_bytes(bytes),
+            name,
+        }
+    }
 }
 
 /// The volume handle of a LINSTOR CSI PV, `None` for other PVs.

@@ -1,13 +1,20 @@
 //! Deciding whole clusters: 1k, 10k and 100k volumes, 3 diskful replicas
 //! each, 50 nodes with 5 topology properties, mixed policies, ~10% drifted.
+//!
+//! Measured twice: wall time, and the thread's CPU time (robust to other
+//! load on the machine).
 
 use affinity_benches::cluster;
+use affinity_benches::cpu_time::ThreadCpuTime;
 use affinity_core::Planner;
+use criterion::measurement::Measurement;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 
-fn decide(c: &mut Criterion) {
-    let mut group = c.benchmark_group("decide");
-    for volumes in [1_000, 10_000, 100_000] {
+const SIZES: [usize; 3] = [1_000, 10_000, 100_000];
+
+fn decide<M: Measurement>(c: &mut Criterion<M>, name: &str) {
+    let mut group = c.benchmark_group(name);
+    for volumes in SIZES {
         let fixture = cluster(volumes);
         let summary = Planner::new(&fixture.linstor, &fixture.storage_classes, &fixture.settings)
             .plan(&fixture.pvs)
@@ -29,5 +36,20 @@ fn decide(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, decide);
-criterion_main!(benches);
+fn decide_wall(c: &mut Criterion) {
+    decide(c, "decide");
+}
+
+fn decide_cpu(c: &mut Criterion<ThreadCpuTime>) {
+    if ThreadCpuTime::available() {
+        decide(c, "decide-cpu");
+    }
+}
+
+criterion_group!(wall, decide_wall);
+criterion_group! {
+    name = cpu;
+    config = Criterion::default().with_measurement(ThreadCpuTime);
+    targets = decide_cpu
+}
+criterion_main!(wall, cpu);

@@ -1,6 +1,8 @@
 //! Synthetic clusters for the benchmarks: LINSTOR state, StorageClasses and
 //! PVs of any size, deterministic for a given size.
 
+pub mod cpu_time;
+
 use std::collections::BTreeMap;
 use std::time::Duration;
 

@@ -1,0 +1,31 @@
+//! Integration-test support against a real Kubernetes control plane.
+//!
+//! One control plane (etcd, kube-apiserver, kube-controller-manager with the PV binder and the PV/PVC
+//! protection controllers, kube-scheduler) is started per test binary through `scripts/k8s/up`, or an
+//! existing one is attached through [`KUBECONFIG_ENV`]. The cluster outlives no test binary: `up` runs a
+//! watchdog that stops it once the test process is gone, so no destructor is needed.
+//!
+//! Each test obtains a [`TestEnv`] with [`TestEnv::setup`]: its own name prefix, its own namespace and
+//! a fresh [`kube::Client`] bound to the test's runtime, so tests run in parallel within one binary.
+//!
+//! When no cluster can be provided (the binaries were never built), [`TestEnv::setup`] returns `None`
+//! after printing `SKIPPED: <reason>` to stderr, except with `CI=true`, where it fails the test.
+//!
+//! ```no_run
+//! # async fn example() {
+//! let Some(env) = kube_harness::TestEnv::setup("my_test").await else { return };
+//! let node = env.create_node("a").await;
+//! # let _ = node;
+//! # }
+//! ```
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod cluster;
+mod env;
+mod objects;
+
+pub use cluster::{BIN_DIR_ENV, Cluster, ClusterError, KEEP_LOGS_ENV, KUBECONFIG_ENV, scripts_dir};
+pub use env::{BoundVolume, RESYNC_ANNOTATION, TestEnv};
+pub use objects::{
+    CSI_DRIVER, TEST_LABEL, VolumeOptions, hostname_affinity, micro_time_now, persistent_volume, time_now,
+};
