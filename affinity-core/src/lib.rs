@@ -54,6 +54,7 @@
 
 mod affinity;
 mod decision;
+mod fast_hash;
 mod handle;
 mod model;
 pub mod names;

@@ -1,7 +1,6 @@
 //! The decision of section "decision per volume": for every volume, compare
 //! the PV with LINSTOR and with saved replace state, and say what to do.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,6 +12,7 @@ use crate::decision::{
     Action, AffinityBasis, DecisionError, DecisionSettings, InvalidHandle, Plan, ReplaceTrigger, Replacement,
     RetiredPv, SkipReason, VolumeDecision,
 };
+use crate::fast_hash::FastMap;
 use crate::handle::{VolumeId, split_handle};
 use crate::model::{Replica, ResourceDefinitionState, saved_pv_json};
 use crate::names::{CSI_DRIVER, PHASE_RELEASED, SKIP_ANNOTATION, SKIP_PROPERTY, SKIP_RECLAIM_ANNOTATION};
@@ -40,12 +40,12 @@ pub struct Planner<'a, L: ?Sized, S: ?Sized> {
     linstor: &'a L,
     storage_classes: &'a S,
     settings: &'a DecisionSettings,
-    policy_texts: HashMap<String, Cached<RemoteAccessPolicy, PolicyParseError>>,
-    class_policies: HashMap<String, Option<Cached<RemoteAccessPolicy, StorageClassError>>>,
-    segments: HashMap<String, Option<Arc<Segments>>>,
+    policy_texts: FastMap<String, Cached<RemoteAccessPolicy, PolicyParseError>>,
+    class_policies: FastMap<String, Option<Cached<RemoteAccessPolicy, StorageClassError>>>,
+    segments: FastMap<String, Option<Arc<Segments>>>,
     /// Accessible topologies per (policy, node), both identified by the
     /// address of their cached `Arc`, which the caches keep alive.
-    node_topologies: HashMap<(usize, usize), Arc<[Segments]>>,
+    node_topologies: FastMap<(usize, usize), Arc<[Segments]>>,
 }
 
 impl<'a, L, S> Planner<'a, L, S>
@@ -59,10 +59,10 @@ where
             linstor,
             storage_classes,
             settings,
-            policy_texts: HashMap::new(),
-            class_policies: HashMap::new(),
-            segments: HashMap::new(),
-            node_topologies: HashMap::new(),
+            policy_texts: FastMap::default(),
+            class_policies: FastMap::default(),
+            segments: FastMap::default(),
+            node_topologies: FastMap::default(),
         }
     }
 
@@ -398,7 +398,7 @@ where
 
 /// Looks `key` up, computing and storing the value on a miss only, so hits
 /// allocate nothing.
-fn cached<V: Clone>(cache: &mut HashMap<String, V>, key: &str, compute: impl FnOnce() -> V) -> V {
+fn cached<V: Clone>(cache: &mut FastMap<String, V>, key: &str, compute: impl FnOnce() -> V) -> V {
     if let Some(value) = cache.get(key) {
         return value.clone();
     }

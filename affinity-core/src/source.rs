@@ -6,6 +6,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
+use crate::fast_hash::FastMap;
 use crate::model::{Properties, Replica, ResourceDefinitionState};
 
 /// LINSTOR resource definitions with their volume definitions.
@@ -61,11 +62,11 @@ impl StorageClassSource for BTreeMap<String, Properties> {
 /// definitions, their replicas and the nodes' properties.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct LinstorSnapshot {
-    resource_definitions: HashMap<String, ResourceDefinitionState>,
+    resource_definitions: FastMap<String, ResourceDefinitionState>,
     /// Names of the resource definitions with saved replace state.
     with_saved_state: BTreeSet<String>,
-    replicas: HashMap<String, Vec<Replica>>,
-    nodes: HashMap<String, Properties>,
+    replicas: FastMap<String, Vec<Replica>>,
+    nodes: FastMap<String, Properties>,
 }
 
 impl LinstorSnapshot {
