@@ -28,8 +28,20 @@ fn definition(i: u8) -> String {
     format!("pvc-{}", i % 4)
 }
 
-const KEYS: [&str; 4] = ["linbit.com/hostname", "topology.kubernetes.io/zone", "region", "Aux/topology/x"];
-const FLAGS: [&str; 6] = ["DISKLESS", "DELETE", "FAILED_DEPLOYMENT", "FAILED_DISCONNECT", "INACTIVE", "TIE_BREAKER"];
+const KEYS: [&str; 4] = [
+    "linbit.com/hostname",
+    "topology.kubernetes.io/zone",
+    "region",
+    "Aux/topology/x",
+];
+const FLAGS: [&str; 6] = [
+    "DISKLESS",
+    "DELETE",
+    "FAILED_DEPLOYMENT",
+    "FAILED_DISCONNECT",
+    "INACTIVE",
+    "TIE_BREAKER",
+];
 
 #[derive(Arbitrary, Debug)]
 struct Input {
@@ -96,7 +108,10 @@ impl PvIn {
                 "true".to_owned(),
             )]);
             if let Some(policy) = policy {
-                attributes.insert("linstor.csi.linbit.com/remote-access-policy".to_owned(), policy.clone());
+                attributes.insert(
+                    "linstor.csi.linbit.com/remote-access-policy".to_owned(),
+                    policy.clone(),
+                );
             }
             attributes
         });
@@ -110,7 +125,11 @@ impl PvIn {
                                 .iter()
                                 .map(|(key, operator, value, count)| NodeSelectorRequirement {
                                     key: KEYS[usize::from(*key) % KEYS.len()].to_owned(),
-                                    operator: if operator.is_empty() { "In".to_owned() } else { operator.clone() },
+                                    operator: if operator.is_empty() {
+                                        "In".to_owned()
+                                    } else {
+                                        operator.clone()
+                                    },
                                     values: Some(vec![value.clone(); usize::from(*count % 3)]),
                                 })
                                 .collect(),
@@ -129,7 +148,11 @@ impl PvIn {
                     .age_seconds
                     .and_then(|age| Timestamp::from_second(NOW - i64::from(age)).ok())
                     .map(Time),
-                deletion_timestamp: if self.deleting { Timestamp::from_second(NOW).ok().map(Time) } else { None },
+                deletion_timestamp: if self.deleting {
+                    Timestamp::from_second(NOW).ok().map(Time)
+                } else {
+                    None
+                },
                 ..ObjectMeta::default()
             },
             spec: Some(PersistentVolumeSpec {
@@ -137,7 +160,11 @@ impl PvIn {
                 persistent_volume_reclaim_policy: self.reclaim.clone(),
                 node_affinity,
                 csi: Some(CSIPersistentVolumeSource {
-                    driver: if self.other_driver { "other.csi".to_owned() } else { CSI_DRIVER.to_owned() },
+                    driver: if self.other_driver {
+                        "other.csi".to_owned()
+                    } else {
+                        CSI_DRIVER.to_owned()
+                    },
                     volume_handle: handle,
                     volume_attributes,
                     ..CSIPersistentVolumeSource::default()
@@ -157,7 +184,12 @@ fuzz_target!(|input: Input| {
     for (name, props) in &input.nodes {
         let props = props
             .iter()
-            .map(|(key, value)| (format!("Aux/topology/{}", KEYS[usize::from(*key) % KEYS.len()]), value.clone()))
+            .map(|(key, value)| {
+                (
+                    format!("Aux/topology/{}", KEYS[usize::from(*key) % KEYS.len()]),
+                    value.clone(),
+                )
+            })
             .collect();
         linstor.insert_node(node(*name), props);
     }
@@ -183,7 +215,11 @@ fuzz_target!(|input: Input| {
             .iter()
             .map(|value| ("Aux/affinity-updater-skip".to_owned(), value.clone()))
             .collect();
-        linstor.insert_resource_definition(ResourceDefinitionState { name: name.clone(), properties, volume_definitions });
+        linstor.insert_resource_definition(ResourceDefinitionState {
+            name: name.clone(),
+            properties,
+            volume_definitions,
+        });
         for (on, flags) in &rd.replicas {
             let flags = flags.iter().map(|f| FLAGS[usize::from(*f) % FLAGS.len()]);
             linstor.push_replica(Replica::new(name.clone(), node(*on), flags));
@@ -195,7 +231,11 @@ fuzz_target!(|input: Input| {
         .map(|(name, params)| (format!("sc-{}", name % 3), params.iter().cloned().collect()))
         .collect();
     let settings = DecisionSettings {
-        property_namespace: if input.legacy_namespace { "Aux".to_owned() } else { "Aux/topology".to_owned() },
+        property_namespace: if input.legacy_namespace {
+            "Aux".to_owned()
+        } else {
+            "Aux/topology".to_owned()
+        },
         grace_period: Duration::from_secs(u64::from(input.grace_seconds)),
         now: Timestamp::from_second(NOW).unwrap_or(Timestamp::UNIX_EPOCH),
     };

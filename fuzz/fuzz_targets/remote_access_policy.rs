@@ -8,6 +8,10 @@ use libfuzzer_sys::fuzz_target;
 fuzz_target!(|text: &str| {
     if let Ok(policy) = text.parse::<RemoteAccessPolicy>() {
         let printed = policy.to_string();
-        assert_eq!(printed.parse::<RemoteAccessPolicy>().ok(), Some(policy), "{printed:?}");
+        assert_eq!(
+            printed.parse::<RemoteAccessPolicy>().ok(),
+            Some(policy),
+            "{printed:?}"
+        );
     }
 });

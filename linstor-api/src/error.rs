@@ -1,0 +1,167 @@
+//! Error types of the client.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::models::ApiCallRc;
+
+/// A list of [`ApiCallRc`] replies, displayed one after the other.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Reports(pub Vec<ApiCallRc>);
+
+impl fmt::Display for Reports {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.0.is_empty() {
+            return f.write_str("no error details in the reply");
+        }
+        for (i, rc) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str(" | ")?;
+            }
+            write!(f, "{rc}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Errors in the client configuration (builder or environment).
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// An environment variable has an unusable value.
+    #[error("environment variable {var}: {reason}")]
+    InvalidVar {
+        /// The variable.
+        var: String,
+        /// Why the value is unusable.
+        reason: String,
+    },
+    /// A file named by the configuration could not be read.
+    #[error("{var}: cannot read file {}: {source}", path.display())]
+    UnreadableFile {
+        /// The variable (or builder setting) naming the file.
+        var: String,
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// A controller URL cannot be used.
+    #[error("controller URL {url:?}: {reason}")]
+    InvalidUrl {
+        /// The URL as given.
+        url: String,
+        /// Why it is unusable.
+        reason: String,
+    },
+    /// TLS material (certificate, key, CA) is not usable.
+    #[error("{source_name}: {reason}")]
+    Tls {
+        /// The variable, file or builder setting the material came from.
+        source_name: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The HTTP client could not be built.
+    #[error("cannot build the HTTP client: {0}")]
+    HttpClient(String),
+}
+
+/// Errors of LINSTOR API calls.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Invalid configuration.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// No controller could be reached.
+    #[error("{endpoint}: cannot connect to any LINSTOR controller ({})", attempts.join("; "))]
+    Connection {
+        /// Method and path of the call.
+        endpoint: String,
+        /// One line per controller tried: URL and reason.
+        attempts: Vec<String>,
+    },
+    /// The call did not complete in time.
+    #[error("{endpoint}: no answer from {url} within {timeout:?}")]
+    Timeout {
+        /// Method and path of the call.
+        endpoint: String,
+        /// Controller that was asked.
+        url: String,
+        /// The configured request timeout.
+        timeout: Duration,
+    },
+    /// The object does not exist (HTTP 404, or an empty answer to a lookup by name).
+    #[error("{endpoint}: not found: {reports}")]
+    NotFound {
+        /// Method and path of the call.
+        endpoint: String,
+        /// Replies of the controller.
+        reports: Reports,
+    },
+    /// The controller answered with an error status.
+    #[error("{endpoint}: HTTP {status}: {reports}")]
+    Status {
+        /// Method and path of the call.
+        endpoint: String,
+        /// HTTP status code.
+        status: u16,
+        /// Decoded replies of the controller (empty if the body held none).
+        reports: Reports,
+        /// Start of the raw body when it was not an `ApiCallRc` list.
+        body: Option<String>,
+    },
+    /// The answer could not be decoded.
+    #[error("{endpoint}: cannot decode the answer at {path}: {message}")]
+    Decode {
+        /// Method and path of the call.
+        endpoint: String,
+        /// JSON path of the failing element (`.` for the whole document).
+        path: String,
+        /// The decoder's message.
+        message: String,
+    },
+    /// Transfer failure after the connection was made (reset, broken body, ...).
+    #[error("{endpoint}: transfer from {url} failed: {message}")]
+    Transfer {
+        /// Method and path of the call.
+        endpoint: String,
+        /// Controller that was asked.
+        url: String,
+        /// What failed.
+        message: String,
+    },
+}
+
+impl Error {
+    /// Whether the error is a not-found answer.
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, Error::NotFound { .. })
+    }
+
+    /// The controller's replies carried by the error, if any.
+    pub fn reports(&self) -> &[ApiCallRc] {
+        match self {
+            Error::NotFound { reports, .. } | Error::Status { reports, .. } => &reports.0,
+            _ => &[],
+        }
+    }
+}
+
+/// Result type of the client.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Walks the source chain of an error into one line.
+pub(crate) fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        let text = s.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        cur = s.source();
+    }
+    out
+}
