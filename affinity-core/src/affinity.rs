@@ -85,14 +85,8 @@ pub fn term_matches(term: &NodeSelectorTerm, topology: &Segments) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_util::pairs as seg;
     use k8s_openapi::api::core::v1::NodeSelectorRequirement as Req;
-
-    fn seg(pairs: &[(&str, &str)]) -> Segments {
-        pairs
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect()
-    }
 
     fn req(key: &str, operator: &str, values: &[&str]) -> Req {
         Req {

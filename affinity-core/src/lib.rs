@@ -67,6 +67,9 @@ mod source;
 mod storage_class;
 mod topology;
 
+#[cfg(test)]
+mod test_util;
+
 pub use affinity::{affinity_matches, desired_node_affinity, term_matches};
 pub use decision::{
     Action, AffinityBasis, DecisionError, DecisionSettings, InvalidHandle, Plan, PlanSummary, ReplaceTrigger,

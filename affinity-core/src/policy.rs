@@ -252,13 +252,7 @@ fn kind_of(value: &Value) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn seg(pairs: &[(&str, &str)]) -> Segments {
-        pairs
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect()
-    }
+    use crate::test_util::pairs as seg;
 
     fn rules(keys: &[&[&str]]) -> RemoteAccessPolicy {
         RemoteAccessPolicy::new(

@@ -188,13 +188,7 @@ mod tests {
     use super::*;
     use crate::model::Properties;
     use crate::policy::RemoteAccessRule;
-
-    fn map(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect()
-    }
+    use crate::test_util::pairs as map;
 
     fn pv(
         annotations: &[(&str, &str)],

@@ -143,13 +143,7 @@ pub fn parse_layer_list(value: &str) -> Result<Vec<&'static str>, String> {
 mod tests {
     use super::*;
     use crate::policy::RemoteAccessRule;
-
-    fn params(pairs: &[(&str, &str)]) -> Properties {
-        pairs
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect()
-    }
+    use crate::test_util::pairs as params;
 
     #[test]
     fn explicit_policy_in_every_key_spelling() {

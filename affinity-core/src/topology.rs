@@ -108,13 +108,7 @@ pub fn diskful_nodes(replicas: &[Replica]) -> Vec<&str> {
 mod tests {
     use super::*;
     use crate::policy::RemoteAccessRule;
-
-    fn seg(pairs: &[(&str, &str)]) -> Segments {
-        pairs
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect()
-    }
+    use crate::test_util::pairs as seg;
 
     #[test]
     fn node_segments_take_the_namespace_and_the_node_name() {
