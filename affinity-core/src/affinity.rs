@@ -52,14 +52,22 @@ pub fn affinity_matches<T: Borrow<Segments>>(current: Option<&VolumeNodeAffinity
         return topologies.is_empty();
     };
     let terms = &required.node_selector_terms;
-    topologies
-        .iter()
-        .all(|topology| terms.iter().any(|term| term_matches(term, topology.borrow())))
-        && terms.iter().all(|term| {
-            topologies
-                .iter()
-                .any(|topology| term_matches(term, topology.borrow()))
-        })
+    // Affinities this engine writes list their terms in topology order:
+    // pairwise equality settles them in one pass.
+    let in_order = terms.len() == topologies.len()
+        && terms
+            .iter()
+            .zip(topologies)
+            .all(|(term, topology)| term_matches(term, topology.borrow()));
+    in_order
+        || topologies
+            .iter()
+            .all(|topology| terms.iter().any(|term| term_matches(term, topology.borrow())))
+            && terms.iter().all(|term| {
+                topologies
+                    .iter()
+                    .any(|topology| term_matches(term, topology.borrow()))
+            })
 }
 
 /// A term equals a topology when it has no `matchFields`, exactly as many
