@@ -1,1 +1,11 @@
 //! Kubernetes side of the LINSTOR affinity controller.
+//!
+//! [`intent`] keeps the replace intent log on the LINSTOR volume definition;
+//! [`replace`] carries out the replace protocol for one PV, so that a crash
+//! at any step converges when the decision is taken again.
+
+pub mod intent;
+pub mod replace;
+
+pub use intent::{IntentLog, IntentLogError};
+pub use replace::{ReplaceError, ReplaceProtocol};

@@ -1,0 +1,250 @@
+//! The replace protocol for one PV.
+//!
+//! 1. Save the replacement PV as the intent (LINSTOR volume definition).
+//! 2. If the live PV still exists: in one merge patch set reclaim policy
+//!    `Retain` and the skip-reclaim annotation (the CSI volume can then never
+//!    be deleted), delete it with a UID precondition, drop its finalizers,
+//!    and wait until it is gone.
+//! 3. Server-side apply the replacement.
+//! 4. Nudge the claim, so the PV binder binds it again at once instead of
+//!    on its next periodic sync.
+//! 5. Clear the intent.
+//!
+//! Every step is safe to repeat, and a crash between any two leaves either
+//! the intent or the finished PV: deciding again from the intent
+//! ([`affinity_core::Planner`]) resumes where the protocol stopped.
+
+use std::time::Duration;
+
+use affinity_core::k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
+use affinity_core::names::{FIELD_MANAGER, RECLAIM_RETAIN, SKIP_RECLAIM_ANNOTATION};
+use affinity_core::{Replacement, RetiredPv, VolumeId, encode_saved_pv};
+use kube::Client;
+use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
+use serde_json::json;
+use tracing::{debug, info, warn};
+
+use crate::intent::{IntentLog, IntentLogError};
+
+/// Annotation set on a claim after its PV was re-created; its changing value
+/// makes the PV binder sync the claim at once.
+pub const REBIND_ANNOTATION: &str = "linstor.csi.linbit.com/affinity-rebind";
+
+/// How long to wait for a retired PV to disappear once its finalizers are gone.
+const DELETION_TIMEOUT: Duration = Duration::from_secs(30);
+const DELETION_POLL: Duration = Duration::from_millis(50);
+
+/// Why a replace stopped. Whatever step failed, the intent stays saved (or
+/// was never written), so deciding again resumes or starts over safely.
+#[derive(Debug, thiserror::Error)]
+pub enum ReplaceError {
+    /// The replacement could not be encoded as the intent.
+    #[error("PV {pv}: cannot encode the replacement: {source}")]
+    Encode {
+        /// Name of the PV.
+        pv: String,
+        /// The encoder's error.
+        source: serde_json::Error,
+    },
+    /// The intent log could not be written.
+    #[error(transparent)]
+    Intent(#[from] IntentLogError),
+    /// A Kubernetes request failed.
+    #[error("PV {pv}: {step}: {source}")]
+    Kubernetes {
+        /// Name of the PV.
+        pv: String,
+        /// The step that failed.
+        step: &'static str,
+        /// The API error.
+        source: kube::Error,
+    },
+    /// The live PV is not the one the decision was about.
+    #[error("PV {pv} changed since the decision (uid {found:?}, expected {expected:?}); deciding again")]
+    Changed {
+        /// Name of the PV.
+        pv: String,
+        /// The UID the decision saw.
+        expected: Option<String>,
+        /// The UID found now.
+        found: Option<String>,
+    },
+    /// The retired PV did not go away in time.
+    #[error("PV {pv} is still present {seconds} s after its deletion")]
+    DeletionTimeout {
+        /// Name of the PV.
+        pv: String,
+        /// How long was waited.
+        seconds: u64,
+    },
+    /// The replacement has no name.
+    #[error("replacement of volume {volume} has no name")]
+    Unnamed {
+        /// The volume.
+        volume: VolumeId,
+    },
+}
+
+/// Carries out replacements against the Kubernetes API and an intent log.
+pub struct ReplaceProtocol<L> {
+    client: Client,
+    pvs: Api<PersistentVolume>,
+    intents: L,
+}
+
+impl<L: IntentLog> ReplaceProtocol<L> {
+    /// A protocol writing through `client` and `intents`.
+    pub fn new(client: Client, intents: L) -> Self {
+        Self {
+            pvs: Api::all(client.clone()),
+            client,
+            intents,
+        }
+    }
+
+    /// Replaces (or re-creates) the PV of `volume` as `replacement` says.
+    /// Returns the PV as the API server stored it.
+    pub async fn run(
+        &self,
+        volume: &VolumeId,
+        replacement: &Replacement,
+    ) -> Result<PersistentVolume, ReplaceError> {
+        let name = replacement
+            .pv
+            .metadata
+            .name
+            .clone()
+            .ok_or_else(|| ReplaceError::Unnamed {
+                volume: volume.clone(),
+            })?;
+        let intent = encode_saved_pv(&replacement.pv).map_err(|source| ReplaceError::Encode {
+            pv: name.clone(),
+            source,
+        })?;
+        self.intents.save(volume, &intent).await?;
+        debug!(pv = %name, %volume, "intent saved");
+        if let Some(retired) = &replacement.retire {
+            self.retire(retired).await?;
+        }
+        let applied = self
+            .pvs
+            .patch(
+                &name,
+                &PatchParams::apply(FIELD_MANAGER).force(),
+                &Patch::Apply(&replacement.pv),
+            )
+            .await
+            .map_err(|source| kube_error(&name, "applying the replacement", source))?;
+        self.nudge_claim(&applied).await;
+        self.intents.clear(volume).await?;
+        info!(pv = %name, %volume, trigger = ?replacement.trigger, "PV replaced");
+        Ok(applied)
+    }
+
+    /// Makes sure the live PV is gone without its volume being reclaimed.
+    async fn retire(&self, retired: &RetiredPv) -> Result<(), ReplaceError> {
+        let name = retired.name.as_str();
+        let live = self
+            .pvs
+            .get_opt(name)
+            .await
+            .map_err(|source| kube_error(name, "reading the live PV", source))?;
+        let Some(live) = live else {
+            return Ok(());
+        };
+        if retired.uid.is_some() && live.metadata.uid != retired.uid {
+            return Err(ReplaceError::Changed {
+                pv: name.to_owned(),
+                expected: retired.uid.clone(),
+                found: live.metadata.uid,
+            });
+        }
+        let keep_volume = json!({
+            "metadata": { "annotations": { SKIP_RECLAIM_ANNOTATION: "true" } },
+            "spec": { "persistentVolumeReclaimPolicy": RECLAIM_RETAIN },
+        });
+        self.pvs
+            .patch(name, &PatchParams::default(), &Patch::Merge(&keep_volume))
+            .await
+            .map_err(|source| kube_error(name, "setting reclaim policy Retain", source))?;
+        let delete = DeleteParams {
+            preconditions: Some(Preconditions {
+                uid: live.metadata.uid.clone(),
+                resource_version: None,
+            }),
+            ..DeleteParams::default()
+        };
+        match self.pvs.delete(name, &delete).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(status)) if status.code == 404 => return Ok(()),
+            Err(source) => return Err(kube_error(name, "deleting the live PV", source)),
+        }
+        let no_finalizers = json!({ "metadata": { "finalizers": null } });
+        match self
+            .pvs
+            .patch(name, &PatchParams::default(), &Patch::Merge(&no_finalizers))
+            .await
+        {
+            Ok(_) => {}
+            Err(kube::Error::Api(status)) if status.code == 404 => {}
+            Err(source) => return Err(kube_error(name, "removing finalizers", source)),
+        }
+        self.wait_until_gone(name, live.metadata.uid.as_deref()).await
+    }
+
+    async fn wait_until_gone(&self, name: &str, uid: Option<&str>) -> Result<(), ReplaceError> {
+        let deadline = tokio::time::Instant::now() + DELETION_TIMEOUT;
+        loop {
+            let current = self
+                .pvs
+                .get_opt(name)
+                .await
+                .map_err(|source| kube_error(name, "waiting for the deletion", source))?;
+            match current {
+                None => return Ok(()),
+                Some(pv) if pv.metadata.uid.as_deref() != uid => return Ok(()),
+                Some(_) if tokio::time::Instant::now() >= deadline => {
+                    return Err(ReplaceError::DeletionTimeout {
+                        pv: name.to_owned(),
+                        seconds: DELETION_TIMEOUT.as_secs(),
+                    });
+                }
+                Some(_) => tokio::time::sleep(DELETION_POLL).await,
+            }
+        }
+    }
+
+    /// Updates the claim so the PV binder binds it again at once. Best
+    /// effort: without it the binder still does so on its periodic sync.
+    async fn nudge_claim(&self, pv: &PersistentVolume) {
+        let claim = pv.spec.as_ref().and_then(|spec| spec.claim_ref.as_ref());
+        let (Some(namespace), Some(claim_name)) = (
+            claim.and_then(|c| c.namespace.as_deref()),
+            claim.and_then(|c| c.name.as_deref()),
+        ) else {
+            return;
+        };
+        let claims: Api<PersistentVolumeClaim> = Api::namespaced(self.client.clone(), namespace);
+        // A new value every time: re-writing the same value triggers nothing.
+        let stamp = pv
+            .metadata
+            .uid
+            .clone()
+            .unwrap_or_else(|| pv.metadata.resource_version.clone().unwrap_or_default());
+        let nudge = json!({ "metadata": { "annotations": { REBIND_ANNOTATION: stamp } } });
+        if let Err(error) = claims
+            .patch(claim_name, &PatchParams::default(), &Patch::Merge(&nudge))
+            .await
+        {
+            warn!(%namespace, claim = %claim_name, %error, "could not nudge the claim");
+        }
+    }
+}
+
+fn kube_error(pv: &str, step: &'static str, source: kube::Error) -> ReplaceError {
+    ReplaceError::Kubernetes {
+        pv: pv.to_owned(),
+        step,
+        source,
+    }
+}

@@ -1,0 +1,200 @@
+//! The replace protocol against a real Kubernetes control plane and the
+//! LINSTOR simulator: a drifted PV is replaced in place, and a replace
+//! interrupted after its Retain patch converges with the original metadata.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant, SystemTime};
+
+use affinity_core::k8s_openapi::api::core::v1::{PersistentVolume, VolumeNodeAffinity};
+use affinity_core::names::{SAVED_PV_PROPERTY, SKIP_RECLAIM_ANNOTATION};
+use affinity_core::{
+    Accessibility, Action, DecisionSettings, LinstorSnapshot, Planner, Properties, RemoteAccessPolicy,
+    ReplaceTrigger, Replacement, Replica, ResourceDefinitionState, VolumeDefinitionState, VolumeId,
+    desired_node_affinity, encode_saved_pv, node_segments, replacement_pv,
+};
+use affinity_kube::{IntentLog, ReplaceProtocol};
+use kube::api::{Patch, PatchParams};
+use kube_harness::{TestEnv, VolumeOptions, hostname_affinity};
+use linstor_api::Client;
+use linstor_api::sim::{SimNode, SimResource, SimResourceDefinition, SimState, Simulator};
+use serde_json::json;
+
+const OVERRIDE: &str = "override.piraeus.io/remote-access-policy";
+
+/// A bound PV (reclaim policy Delete, affinity on `node-a`, local-only
+/// policy through the override annotation) whose data LINSTOR keeps on `node-b`.
+async fn drifted_volume(env: &TestEnv) -> (PersistentVolume, VolumeId) {
+    let options = VolumeOptions {
+        reclaim_policy: "Delete".to_owned(),
+        node_affinity: Some(hostname_affinity(&["node-a"])),
+        ..VolumeOptions::default()
+    };
+    let bound = env.create_bound_volume("vol", &options).await;
+    let name = bound.pv.metadata.name.clone().unwrap();
+    let annotate = json!({ "metadata": { "annotations": { OVERRIDE: "false" } } });
+    let live = env
+        .pvs()
+        .patch(&name, &PatchParams::default(), &Patch::Merge(&annotate))
+        .await
+        .unwrap();
+    (live, VolumeId::new(name, 0))
+}
+
+async fn simulator(volume: &VolumeId) -> (Simulator, Client) {
+    let state = SimState {
+        nodes: vec![SimNode::new("node-a"), SimNode::new("node-b")],
+        resource_definitions: vec![
+            SimResourceDefinition::new(&volume.resource_definition, 1 << 20)
+                .resource(SimResource::diskful("node-b")),
+        ],
+        ..SimState::default()
+    };
+    let sim = Simulator::start(state).await.unwrap();
+    let client = Client::builder()
+        .controllers([sim.http_url().unwrap()])
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    (sim, client)
+}
+
+/// The engine's view of the same LINSTOR state, with `saved` as the intent.
+fn snapshot(volume: &VolumeId, saved: Option<String>) -> LinstorSnapshot {
+    let mut linstor = LinstorSnapshot::new();
+    linstor.insert_node("node-a", Properties::new());
+    linstor.insert_node("node-b", Properties::new());
+    linstor.insert_resource_definition(ResourceDefinitionState {
+        name: volume.resource_definition.clone(),
+        properties: Properties::new(),
+        volume_definitions: vec![VolumeDefinitionState {
+            volume_number: 0,
+            properties: saved
+                .map(|json| (SAVED_PV_PROPERTY.to_owned(), json))
+                .into_iter()
+                .collect(),
+        }],
+    });
+    linstor.push_replica(Replica::new(
+        &volume.resource_definition,
+        "node-b",
+        Vec::<String>::new(),
+    ));
+    linstor
+}
+
+fn decide(linstor: &LinstorSnapshot, pv: &PersistentVolume) -> Replacement {
+    let classes: BTreeMap<String, Properties> = BTreeMap::new();
+    let settings = DecisionSettings::at("Aux/topology", Duration::ZERO, SystemTime::now());
+    let mut plan = Planner::new(linstor, &classes, &settings).plan([pv]);
+    assert_eq!(plan.decisions.len(), 1, "{plan:?}");
+    match plan.decisions.remove(0).outcome {
+        Ok(Action::Replace(replacement)) => *replacement,
+        other => panic!("expected a replacement, got {other:?}"),
+    }
+}
+
+/// The affinity the engine writes for a local-only volume on `node-b`.
+fn on_node_b() -> Option<VolumeNodeAffinity> {
+    let segments = node_segments("node-b", &Properties::new(), "Aux/topology");
+    desired_node_affinity(&Accessibility::from_nodes(
+        &RemoteAccessPolicy::local_only(),
+        [&segments],
+    ))
+}
+
+fn saved_property(sim: &Simulator, volume: &VolumeId) -> Option<String> {
+    let state = sim.state();
+    let rd = state
+        .resource_definitions
+        .iter()
+        .find(|rd| rd.name == volume.resource_definition)
+        .unwrap();
+    rd.volume_definitions
+        .iter()
+        .find(|vd| vd.volume_number == 0)
+        .and_then(|vd| vd.props.get(SAVED_PV_PROPERTY).cloned())
+}
+
+async fn assert_replaced(env: &TestEnv, original: &PersistentVolume, sim: &Simulator, volume: &VolumeId) {
+    let name = original.metadata.name.as_deref().unwrap();
+    let now = env.pvs().get(name).await.unwrap();
+    assert_ne!(now.metadata.uid, original.metadata.uid, "the PV was re-created");
+    let spec = now.spec.as_ref().unwrap();
+    assert_eq!(spec.node_affinity, on_node_b());
+    assert_eq!(spec.persistent_volume_reclaim_policy.as_deref(), Some("Delete"));
+    let annotations = now.metadata.annotations.clone().unwrap_or_default();
+    assert!(
+        !annotations.contains_key(SKIP_RECLAIM_ANNOTATION),
+        "{annotations:?}"
+    );
+    assert_eq!(annotations.get(OVERRIDE).map(String::as_str), Some("false"));
+    assert_eq!(spec.claim_ref, original.spec.as_ref().unwrap().claim_ref);
+    assert_eq!(saved_property(sim, volume), None, "intent cleared");
+    let started = Instant::now();
+    let claim = spec.claim_ref.as_ref().unwrap().name.clone().unwrap();
+    env.wait_for_pvc_phase(&claim, "Bound").await;
+    eprintln!(
+        "claim Bound again {:?} after the check started",
+        started.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn drifted_pv_is_replaced_in_place() {
+    let Some(env) = TestEnv::setup("replace_drift").await else {
+        return;
+    };
+    let (live, volume) = drifted_volume(&env).await;
+    let (sim, linstor) = simulator(&volume).await;
+    let replacement = decide(&snapshot(&volume, None), &live);
+    assert_eq!(replacement.trigger, ReplaceTrigger::AffinityDrift);
+
+    ReplaceProtocol::new(env.client(), linstor)
+        .run(&volume, &replacement)
+        .await
+        .unwrap();
+
+    assert_replaced(&env, &live, &sim, &volume).await;
+    let counters = sim.counters();
+    let intent_writes: u64 = counters
+        .iter()
+        .filter(|(endpoint, _)| endpoint.contains("volume-definitions/{volume_number}"))
+        .map(|(_, count)| *count)
+        .sum();
+    assert_eq!(intent_writes, 2, "save and clear: {counters:?}");
+    env.cleanup().await;
+}
+
+#[tokio::test]
+async fn replace_interrupted_after_the_retain_patch_converges() {
+    let Some(env) = TestEnv::setup("replace_resume").await else {
+        return;
+    };
+    let (live, volume) = drifted_volume(&env).await;
+    let (sim, linstor) = simulator(&volume).await;
+    let name = live.metadata.name.clone().unwrap();
+
+    // The first attempt saved its intent and set Retain, then died.
+    let intent = encode_saved_pv(&replacement_pv(&live, on_node_b())).unwrap();
+    linstor.save(&volume, &intent).await.unwrap();
+    let keep = json!({
+        "metadata": { "annotations": { SKIP_RECLAIM_ANNOTATION: "true" } },
+        "spec": { "persistentVolumeReclaimPolicy": "Retain" },
+    });
+    let patched = env
+        .pvs()
+        .patch(&name, &PatchParams::default(), &Patch::Merge(&keep))
+        .await
+        .unwrap();
+
+    let replacement = decide(&snapshot(&volume, saved_property(&sim, &volume)), &patched);
+    assert_eq!(replacement.trigger, ReplaceTrigger::ResumeInterrupted);
+    ReplaceProtocol::new(env.client(), linstor)
+        .run(&volume, &replacement)
+        .await
+        .unwrap();
+
+    assert_replaced(&env, &live, &sim, &volume).await;
+    env.cleanup().await;
+}
