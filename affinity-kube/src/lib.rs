@@ -2,8 +2,10 @@
 //!
 //! [`intent`] keeps the replace intent log on the LINSTOR volume definition;
 //! [`replace`] carries out the replace protocol for one PV, so that a crash
-//! at any step converges when the decision is taken again.
+//! at any step converges when the decision is taken again; [`events`]
+//! announces each replaced PV on the PV and on its claim.
 
+pub mod events;
 pub mod intent;
 pub mod replace;
 

@@ -9,6 +9,7 @@
 //! 4. Nudge the claim, so the PV binder binds it again at once instead of
 //!    on its next periodic sync.
 //! 5. Clear the intent.
+//! 6. Announce the replacement with events on the PV and its claim.
 //!
 //! Every step is safe to repeat, and a crash between any two leaves either
 //! the intent or the finished PV: deciding again from the intent
@@ -24,6 +25,7 @@ use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
 use serde_json::json;
 use tracing::{debug, info, warn};
 
+use crate::events::announce_replacement;
 use crate::intent::{IntentLog, IntentLogError};
 
 /// Annotation set on a claim after its PV was re-created; its changing value
@@ -88,16 +90,19 @@ pub enum ReplaceError {
 /// Carries out replacements against the Kubernetes API and an intent log.
 pub struct ReplaceProtocol<L> {
     client: Client,
+    instance: String,
     pvs: Api<PersistentVolume>,
     intents: L,
 }
 
 impl<L: IntentLog> ReplaceProtocol<L> {
-    /// A protocol writing through `client` and `intents`.
-    pub fn new(client: Client, intents: L) -> Self {
+    /// A protocol writing through `client` and `intents`; `instance` names
+    /// this controller instance in events.
+    pub fn new(client: Client, intents: L, instance: impl Into<String>) -> Self {
         Self {
             pvs: Api::all(client.clone()),
             client,
+            instance: instance.into(),
             intents,
         }
     }
@@ -137,6 +142,7 @@ impl<L: IntentLog> ReplaceProtocol<L> {
             .map_err(|source| kube_error(&name, "applying the replacement", source))?;
         self.nudge_claim(&applied).await;
         self.intents.clear(volume).await?;
+        announce_replacement(&self.client, &applied, &self.instance).await;
         info!(pv = %name, %volume, trigger = ?replacement.trigger, "PV replaced");
         Ok(applied)
     }

@@ -6,7 +6,9 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant, SystemTime};
 
+use affinity_core::k8s_openapi::api::core::v1::Event as CoreEvent;
 use affinity_core::k8s_openapi::api::core::v1::{PersistentVolume, VolumeNodeAffinity};
+use affinity_core::k8s_openapi::api::events::v1::Event;
 use affinity_core::names::{SAVED_PV_PROPERTY, SKIP_RECLAIM_ANNOTATION};
 use affinity_core::{
     Accessibility, Action, DecisionSettings, LinstorSnapshot, Planner, Properties, RemoteAccessPolicy,
@@ -14,7 +16,7 @@ use affinity_core::{
     desired_node_affinity, encode_saved_pv, node_segments, replacement_pv,
 };
 use affinity_kube::{IntentLog, ReplaceProtocol};
-use kube::api::{Patch, PatchParams};
+use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube_harness::{TestEnv, VolumeOptions, hostname_affinity};
 use linstor_api::Client;
 use linstor_api::sim::{SimNode, SimResource, SimResourceDefinition, SimState, Simulator};
@@ -150,7 +152,7 @@ async fn drifted_pv_is_replaced_in_place() {
     let replacement = decide(&snapshot(&volume, None), &live);
     assert_eq!(replacement.trigger, ReplaceTrigger::AffinityDrift);
 
-    ReplaceProtocol::new(env.client(), linstor)
+    ReplaceProtocol::new(env.client(), linstor, "test-instance")
         .run(&volume, &replacement)
         .await
         .unwrap();
@@ -163,6 +165,40 @@ async fn drifted_pv_is_replaced_in_place() {
         .map(|(_, count)| *count)
         .sum();
     assert_eq!(intent_writes, 2, "save and clear: {counters:?}");
+
+    // Announced on the claim (events.k8s.io/v1) and on the PV (core/v1).
+    let claim = live
+        .spec
+        .as_ref()
+        .unwrap()
+        .claim_ref
+        .as_ref()
+        .unwrap()
+        .name
+        .clone()
+        .unwrap();
+    let claim_events: Api<Event> = Api::namespaced(env.client(), env.namespace());
+    let on_claim = claim_events.list(&ListParams::default()).await.unwrap();
+    assert!(
+        on_claim
+            .items
+            .iter()
+            .any(|e| e.reason.as_deref() == Some("VolumeAffinityUpdated")
+                && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(claim.as_str())
+                && e.reporting_controller.as_deref() == Some("LinstorAffinityController")),
+        "{:?}",
+        on_claim.items
+    );
+    let pv_events: Api<CoreEvent> = Api::namespaced(env.client(), "default");
+    let on_pv = pv_events.list(&ListParams::default()).await.unwrap();
+    assert!(
+        on_pv
+            .items
+            .iter()
+            .any(|e| e.reason.as_deref() == Some("VolumeAffinityUpdated")
+                && e.involved_object.name.as_deref() == live.metadata.name.as_deref()),
+        "no PV event"
+    );
     env.cleanup().await;
 }
 
@@ -190,7 +226,7 @@ async fn replace_interrupted_after_the_retain_patch_converges() {
 
     let replacement = decide(&snapshot(&volume, saved_property(&sim, &volume)), &patched);
     assert_eq!(replacement.trigger, ReplaceTrigger::ResumeInterrupted);
-    ReplaceProtocol::new(env.client(), linstor)
+    ReplaceProtocol::new(env.client(), linstor, "test-instance")
         .run(&volume, &replacement)
         .await
         .unwrap();
