@@ -134,6 +134,20 @@ where
         decisions
     }
 
+    /// Where the volume of `pv` is accessible from, by the rules [`Self::plan`]
+    /// applies (skips aside). `None` when it cannot be computed: `pv` is not a
+    /// LINSTOR CSI volume, its policy is invalid, or LINSTOR shows no healthy
+    /// diskful replica or a replica on a node it does not list.
+    pub fn accessibility(&mut self, pv: &PersistentVolume) -> Option<Accessibility> {
+        let (definition, _) = split_handle(linstor_volume_handle(pv)?).ok()?;
+        let replicas = self.linstor.resources(definition);
+        let policy = self.policy(pv).ok()?;
+        let per_node = self.node_topologies(&policy, replicas).ok()?;
+        Some(Accessibility::from_merged(merge_topologies(
+            per_node.iter().map(|topologies| &topologies[..]),
+        )))
+    }
+
     /// `pvs` all belong to resource definition `name`, sorted by volume number.
     fn decide_volumes(
         &mut self,

@@ -644,3 +644,22 @@ fn decisions_are_sorted_and_per_definition_decisions_filter_their_pvs() {
     assert_eq!(one.len(), 1);
     assert_eq!(one[0].pv_name, "pv-b");
 }
+
+#[test]
+fn accessibility_of_a_pv_is_what_its_decision_uses() {
+    let mut c = Cluster::new();
+    c.rd("pvc-1", &["n2", "n3"]);
+    c.rd("pvc-empty", &[]);
+    let live = with_affinity(pv("pv-1", "pvc-1", "local"), on_hosts(&["n1"]));
+    let r = replacement(c.only(live.clone()));
+    let mut planner = Planner::new(&c.linstor, &c.classes, &c.settings);
+    let accessibility = planner.accessibility(&live).unwrap();
+    assert_eq!(r.affinity, AffinityBasis::Recomputed(accessibility.clone()));
+    assert_eq!(accessibility.topologies().len(), 2);
+    // Nothing to compute from: no replica, a bad policy, another driver.
+    assert_eq!(planner.accessibility(&pv("pv-2", "pvc-empty", "local")), None);
+    assert_eq!(planner.accessibility(&pv("pv-3", "pvc-1", "broken")), None);
+    let mut other = pv("pv-4", "pvc-1", "local");
+    other.spec.as_mut().unwrap().csi.as_mut().unwrap().driver = "other".to_owned();
+    assert_eq!(planner.accessibility(&other), None);
+}

@@ -21,8 +21,8 @@ use std::collections::BTreeMap;
 
 use affinity_core::k8s_openapi::api::core::v1::{NodeSelectorTerm, PersistentVolume, VolumeNodeAffinity};
 use affinity_core::{
-    Accessibility, Action, DecisionSettings, LinstorSnapshot, NodeSource, Plan, Properties, ReplaceTrigger,
-    ResourceSource, SkipReason, desired_node_affinity, diskful_nodes, node_segments, resolve_policy,
+    Action, DecisionSettings, LinstorSnapshot, LinstorSource, Plan, Planner, Properties, ReplaceTrigger,
+    SkipReason, StorageClassSource, desired_node_affinity,
 };
 use serde::Serialize;
 
@@ -149,6 +149,7 @@ pub fn build(
     storage_classes: &BTreeMap<String, Properties>,
     settings: &DecisionSettings,
 ) -> PlanReport {
+    let mut planner = Planner::new(linstor, storage_classes, settings);
     let by_name: BTreeMap<&str, &PersistentVolume> = pvs
         .iter()
         .filter_map(|pv| pv.metadata.name.as_deref().map(|name| (name, pv)))
@@ -172,7 +173,7 @@ pub fn build(
             Ok(Action::InSync) => {
                 entry.decision = DecisionKind::InSync;
                 entry.desired_affinity = live
-                    .and_then(|pv| recompute(pv, linstor, storage_classes, settings))
+                    .and_then(|pv| recompute(pv, &mut planner))
                     .or_else(|| entry.current_affinity.clone());
             }
             Ok(Action::Skip(reason)) => {
@@ -266,23 +267,16 @@ fn terms(affinity: Option<&VolumeNodeAffinity>) -> Option<Vec<NodeSelectorTerm>>
         .map(|required| required.node_selector_terms.clone())
 }
 
-/// The canonical desired affinity of a PV found in sync.
-fn recompute(
+/// The canonical desired affinity of a PV found in sync, as the engine computes it.
+fn recompute<L, S>(
     pv: &PersistentVolume,
-    linstor: &LinstorSnapshot,
-    storage_classes: &BTreeMap<String, Properties>,
-    settings: &DecisionSettings,
-) -> Option<Option<Vec<NodeSelectorTerm>>> {
-    let policy = resolve_policy(pv, storage_classes).ok()?;
-    let handle = pv.spec.as_ref()?.csi.as_ref()?.volume_handle.as_str();
-    let definition = handle.split('/').next()?;
-    let replicas = linstor.resources(definition);
-    let mut segments = Vec::new();
-    for node in diskful_nodes(replicas) {
-        let properties = linstor.node_properties(node)?;
-        segments.push(node_segments(node, properties, &settings.property_namespace));
-    }
-    let accessibility = Accessibility::from_nodes(&policy, &segments);
+    planner: &mut Planner<'_, L, S>,
+) -> Option<Option<Vec<NodeSelectorTerm>>>
+where
+    L: LinstorSource + ?Sized,
+    S: StorageClassSource + ?Sized,
+{
+    let accessibility = planner.accessibility(pv)?;
     Some(terms(desired_node_affinity(&accessibility).as_ref()))
 }
 
