@@ -41,18 +41,7 @@ impl IntentLog for Client {
                 .collect(),
             ..VolumeDefinitionModify::default()
         };
-        self.modify_volume_definition(
-            &volume.resource_definition,
-            i32::from(volume.volume_number),
-            &modify,
-        )
-        .await
-        .map(drop)
-        .map_err(|source| IntentLogError {
-            volume: volume.clone(),
-            action: "saving",
-            source,
-        })
+        modify_volume_definition(self, volume, &modify, "saving").await
     }
 
     async fn clear(&self, volume: &VolumeId) -> Result<(), IntentLogError> {
@@ -60,17 +49,27 @@ impl IntentLog for Client {
             delete_props: vec![SAVED_PV_PROPERTY.to_owned()],
             ..VolumeDefinitionModify::default()
         };
-        self.modify_volume_definition(
+        modify_volume_definition(self, volume, &modify, "clearing").await
+    }
+}
+
+async fn modify_volume_definition(
+    client: &Client,
+    volume: &VolumeId,
+    modify: &VolumeDefinitionModify,
+    action: &'static str,
+) -> Result<(), IntentLogError> {
+    client
+        .modify_volume_definition(
             &volume.resource_definition,
             i32::from(volume.volume_number),
-            &modify,
+            modify,
         )
         .await
         .map(drop)
         .map_err(|source| IntentLogError {
             volume: volume.clone(),
-            action: "clearing",
+            action,
             source,
         })
-    }
 }
