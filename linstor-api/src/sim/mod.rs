@@ -962,14 +962,7 @@ fn route(shared: &Arc<Shared>, method: &Method, segs: &[String], q: &Query, body
             let nodes = st().list_nodes(&[(*node).to_owned()], &[]);
             match nodes.into_iter().next() {
                 Some(n) => json(StatusCode::OK, &n),
-                None => sim_error(SimError {
-                    status: 404,
-                    reply: Box::new(ApiCallRc {
-                        ret_code: rc::NOT_FOUND,
-                        message: format!("Node '{node}' not found."),
-                        ..Default::default()
-                    }),
-                }),
+                None => sim_error(not_found(format!("Node '{node}' not found."))),
             }
         }
         (Method::PUT, ["v1", "nodes", node]) => {
@@ -1021,14 +1014,7 @@ fn route(shared: &Arc<Shared>, method: &Method, segs: &[String], q: &Query, body
             let v = st().list_resource_definitions(&[(*rd).to_owned()], &[], false);
             match v.into_iter().next() {
                 Some(d) => json(StatusCode::OK, &d),
-                None => sim_error(SimError {
-                    status: 404,
-                    reply: Box::new(ApiCallRc {
-                        ret_code: rc::NOT_FOUND,
-                        message: format!("Resource definition '{rd}' not found."),
-                        ..Default::default()
-                    }),
-                }),
+                None => sim_error(not_found(format!("Resource definition '{rd}' not found."))),
             }
         }
         (Method::PUT, ["v1", "resource-definitions", rd]) => {
@@ -1136,14 +1122,7 @@ fn route(shared: &Arc<Shared>, method: &Method, segs: &[String], q: &Query, body
         }
         _ => {
             let path = format!("/{}", segs.join("/"));
-            sim_error(SimError {
-                status: 404,
-                reply: Box::new(ApiCallRc {
-                    ret_code: rc::NOT_FOUND,
-                    message: format!("No such endpoint: {method} {path}"),
-                    ..Default::default()
-                }),
-            })
+            sim_error(not_found(format!("No such endpoint: {method} {path}")))
         }
     }
 }

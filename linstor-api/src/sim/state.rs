@@ -77,6 +77,11 @@ fn err(status: u16, ret_code: i64, message: String, correction: Option<&str>) ->
     }
 }
 
+/// A 404 answer with LINSTOR's not-found return code.
+pub(crate) fn not_found(message: String) -> SimError {
+    err(404, rc::NOT_FOUND, message, None)
+}
+
 fn ok(ret_code: i64, message: String, objs: &[(&str, &str)]) -> ApiCallRc {
     ApiCallRc {
         ret_code,
@@ -1315,18 +1320,19 @@ impl SimState {
         )])
     }
 
+    /// Indices of resource definition `rd` and of its resource on `node`.
+    fn resource_index(&self, rd: &str, node: &str) -> SimResult<(usize, usize)> {
+        let idx = self.rd_idx(rd)?;
+        let ri = self.resource_definitions[idx]
+            .find_resource(node)
+            .ok_or_else(|| not_found(format!("Resource '{rd}' on node '{node}' not found.")))?;
+        Ok((idx, ri))
+    }
+
     /// Deletes a resource.
     pub fn delete_resource(&mut self, rd: &str, node: &str) -> SimResult {
-        let idx = self.rd_idx(rd)?;
+        let (idx, ri) = self.resource_index(rd, node)?;
         let def = &mut self.resource_definitions[idx];
-        let Some(ri) = def.find_resource(node) else {
-            return Err(err(
-                404,
-                rc::NOT_FOUND,
-                format!("Resource '{rd}' on node '{node}' not found."),
-                None,
-            ));
-        };
         def.resources.remove(ri);
         Ok(vec![ok(
             rc::DELETED,
@@ -1337,16 +1343,8 @@ impl SimState {
 
     /// Sets and deletes resource properties.
     pub fn modify_resource(&mut self, rd: &str, node: &str, m: &crate::models::ResourceModify) -> SimResult {
-        let idx = self.rd_idx(rd)?;
+        let (idx, ri) = self.resource_index(rd, node)?;
         let def = &mut self.resource_definitions[idx];
-        let Some(ri) = def.find_resource(node) else {
-            return Err(err(
-                404,
-                rc::NOT_FOUND,
-                format!("Resource '{rd}' on node '{node}' not found."),
-                None,
-            ));
-        };
         let r = &mut def.resources[ri];
         apply_props(
             &mut r.props,
@@ -1370,16 +1368,8 @@ impl SimState {
         in_use: Option<Option<bool>>,
         new_flags: Option<Vec<String>>,
     ) -> SimResult {
-        let idx = self.rd_idx(rd)?;
+        let (idx, ri) = self.resource_index(rd, node)?;
         let def = &mut self.resource_definitions[idx];
-        let Some(ri) = def.find_resource(node) else {
-            return Err(err(
-                404,
-                rc::NOT_FOUND,
-                format!("Resource '{rd}' on node '{node}' not found."),
-                None,
-            ));
-        };
         let r = &mut def.resources[ri];
         if let Some(u) = in_use {
             r.in_use = u;
