@@ -140,12 +140,7 @@ where
     /// diskful replica or a replica on a node it does not list.
     pub fn accessibility(&mut self, pv: &PersistentVolume) -> Option<Accessibility> {
         let (definition, _) = split_handle(linstor_volume_handle(pv)?).ok()?;
-        let replicas = self.linstor.resources(definition);
-        let policy = self.policy(pv).ok()?;
-        let per_node = self.node_topologies(&policy, replicas).ok()?;
-        Some(Accessibility::from_merged(merge_topologies(
-            per_node.iter().map(|topologies| &topologies[..]),
-        )))
+        self.recompute(definition, pv).ok()
     }
 
     /// `pvs` all belong to resource definition `name`, sorted by volume number.
@@ -318,7 +313,7 @@ where
                 (Some(retired(pv)), ReplaceTrigger::ResumeInterrupted)
             }
         };
-        let (node_affinity, affinity) = match self.recompute(volume, &saved) {
+        let (node_affinity, affinity) = match self.recompute(&volume.resource_definition, &saved) {
             Ok(accessibility) => (
                 desired_node_affinity(&accessibility),
                 AffinityBasis::Recomputed(accessibility),
@@ -336,12 +331,14 @@ where
         })))
     }
 
-    fn recompute(&mut self, volume: &VolumeId, saved: &PersistentVolume) -> Result<Accessibility, String> {
-        let replicas = self.linstor.resources(&volume.resource_definition);
+    /// The accessibility of `pv`'s volume in resource definition
+    /// `definition`, or why current state gives none.
+    fn recompute(&mut self, definition: &str, pv: &PersistentVolume) -> Result<Accessibility, String> {
+        let replicas = self.linstor.resources(definition);
         if replicas.is_empty() {
             return Err(SkipReason::NoResources.to_string());
         }
-        let policy = self.policy(saved).map_err(|error| error.to_string())?;
+        let policy = self.policy(pv).map_err(|error| error.to_string())?;
         let per_node = self
             .node_topologies(&policy, replicas)
             .map_err(|reason| reason.to_string())?;
