@@ -1,4 +1,5 @@
-//! Events announcing a replaced PV, on the PV and on its claim.
+//! Events announcing a replaced PV, on the PV and on its claim, and warning
+//! events on a PV the controller cannot decide for.
 //!
 //! Claims (namespaced) get `events.k8s.io/v1` events. PVs are cluster-scoped,
 //! and API servers before 1.22 refuse `events.k8s.io/v1` events about
@@ -34,7 +35,13 @@ pub async fn announce_replacement(client: &Client, pv: &PersistentVolume, instan
         resource_version: pv.metadata.resource_version.clone(),
         ..ObjectReference::default()
     };
-    post_core_event(client, CLUSTER_EVENT_NAMESPACE, &pv_ref, instance, now).await;
+    let replaced = CoreEventText {
+        type_: "Normal",
+        action: EVENT_ACTION,
+        reason: EVENT_REASON,
+        message: EVENT_NOTE,
+    };
+    post_core_event(client, CLUSTER_EVENT_NAMESPACE, &pv_ref, &replaced, instance, now).await;
 
     let claim = pv.spec.as_ref().and_then(|spec| spec.claim_ref.clone());
     let Some(claim) = claim else {
@@ -67,14 +74,55 @@ pub async fn announce_replacement(client: &Client, pv: &PersistentVolume, instan
     let events: Api<Event> = Api::namespaced(client.clone(), &namespace);
     if let Err(error) = events.create(&PostParams::default(), &event).await {
         warn!(%namespace, %error, "events.k8s.io/v1 refused the claim event, using core/v1");
-        post_core_event(client, &namespace, &claim_ref, instance, now).await;
+        post_core_event(client, &namespace, &claim_ref, &replaced, instance, now).await;
     }
+}
+
+/// Reason of the warning event on a PV the controller cannot decide for.
+pub const WARNING_REASON: &str = "AffinityNotManaged";
+
+/// Action of the warning event.
+const WARNING_ACTION: &str = "Left unchanged";
+
+/// Emits a warning event on PV `pv_name` (with `pv_uid` when known) saying
+/// why the controller leaves it alone, for example an invalid override
+/// annotation. `instance` names this controller instance.
+pub async fn warn_about_pv(
+    client: &Client,
+    pv_name: &str,
+    pv_uid: Option<&str>,
+    message: &str,
+    instance: &str,
+) {
+    let pv_ref = ObjectReference {
+        api_version: Some("v1".to_owned()),
+        kind: Some("PersistentVolume".to_owned()),
+        name: Some(pv_name.to_owned()),
+        uid: pv_uid.map(str::to_owned),
+        ..ObjectReference::default()
+    };
+    let text = CoreEventText {
+        type_: "Warning",
+        action: WARNING_ACTION,
+        reason: WARNING_REASON,
+        message,
+    };
+    post_core_event(client, CLUSTER_EVENT_NAMESPACE, &pv_ref, &text, instance, now()).await;
+}
+
+/// Type, reason and message of a core/v1 event.
+struct CoreEventText<'a> {
+    type_: &'static str,
+    action: &'static str,
+    reason: &'static str,
+    message: &'a str,
 }
 
 async fn post_core_event(
     client: &Client,
     namespace: &str,
     regarding: &ObjectReference,
+    text: &CoreEventText<'_>,
     instance: &str,
     now: Timestamp,
 ) {
@@ -85,10 +133,10 @@ async fn post_core_event(
             ..ObjectMeta::default()
         },
         involved_object: regarding.clone(),
-        action: Some(EVENT_ACTION.to_owned()),
-        reason: Some(EVENT_REASON.to_owned()),
-        message: Some(EVENT_NOTE.to_owned()),
-        type_: Some("Normal".to_owned()),
+        action: Some(text.action.to_owned()),
+        reason: Some(text.reason.to_owned()),
+        message: Some(text.message.to_owned()),
+        type_: Some(text.type_.to_owned()),
         source: Some(EventSource {
             component: Some(EVENT_REPORTING_CONTROLLER.to_owned()),
             host: None,

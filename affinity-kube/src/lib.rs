@@ -1,13 +1,33 @@
 //! Kubernetes side of the LINSTOR affinity controller.
 //!
-//! [`intent`] keeps the replace intent log on the LINSTOR volume definition;
-//! [`replace`] carries out the replace protocol for one PV, so that a crash
-//! at any step converges when the decision is taken again; [`events`]
-//! announces each replaced PV on the PV and on its claim.
+//! The [`controller`] gathers state, decides with pure functions, then acts:
+//!
+//! - gather: [`watch`] keeps the [`pv_cache`] and the [`class_cache`] in
+//!   step with the API server; [`linstor_state`] reads LINSTOR;
+//! - decide: `affinity_core` per volume, then [`reconcile`] turns decisions
+//!   into operations and warnings;
+//! - act: [`replace`] carries out the replace protocol for one PV, with
+//!   [`intent`] keeping the intent log on the LINSTOR volume definition, so
+//!   that a crash at any step converges when the decision is taken again;
+//!   [`events`] reports on the PV and its claim.
+//!
+//! Around it: [`leader`] election on a Lease, [`metrics`] and the [`http`]
+//! endpoints, client-side [`throttle`] of the Kubernetes API.
 
+pub mod class_cache;
+pub mod controller;
 pub mod events;
+pub mod http;
 pub mod intent;
+pub mod leader;
+pub mod linstor_state;
+pub mod metrics;
+pub mod migrate;
+pub mod pv_cache;
+pub mod reconcile;
 pub mod replace;
+pub mod throttle;
+pub mod watch;
 
 pub use intent::{IntentLog, IntentLogError};
 pub use replace::{ReplaceError, ReplaceProtocol};

@@ -14,12 +14,21 @@
 //! Every step is safe to repeat, and a crash between any two leaves either
 //! the intent or the finished PV: deciding again from the intent
 //! ([`affinity_core::Planner`]) resumes where the protocol stopped.
+//!
+//! Every write first checks [`Leadership`], so an instance that lost its
+//! lease stops between two steps; requests the API server throttles (429)
+//! are repeated after a pause.
 
+use std::fmt;
+use std::future::Future;
+use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use affinity_core::k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
 use affinity_core::names::{FIELD_MANAGER, RECLAIM_RETAIN, SKIP_RECLAIM_ANNOTATION};
 use affinity_core::{Replacement, RetiredPv, VolumeId, encode_saved_pv};
+use futures::future::BoxFuture;
 use kube::Client;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
 use serde_json::json;
@@ -27,6 +36,7 @@ use tracing::{debug, info, warn};
 
 use crate::events::announce_replacement;
 use crate::intent::{IntentLog, IntentLogError};
+use crate::leader::Leadership;
 
 /// Annotation set on a claim after its PV was re-created; its changing value
 /// makes the PV binder sync the claim at once.
@@ -35,6 +45,82 @@ pub const REBIND_ANNOTATION: &str = "linstor.csi.linbit.com/affinity-rebind";
 /// How long to wait for a retired PV to disappear once its finalizers are gone.
 const DELETION_TIMEOUT: Duration = Duration::from_secs(30);
 const DELETION_POLL: Duration = Duration::from_millis(50);
+/// Attempts of a request the API server answers with 429, and the first pause.
+const THROTTLED_ATTEMPTS: u32 = 6;
+const THROTTLED_PAUSE: Duration = Duration::from_millis(250);
+
+/// A step of the protocol, reported to a [`StepObserver`] once done.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ReplaceStep {
+    /// The replacement was saved as the intent.
+    IntentSaved,
+    /// The live PV has reclaim policy `Retain` and the skip-reclaim annotation.
+    RetainSet,
+    /// The live PV's deletion was requested.
+    DeleteIssued,
+    /// The live PV's finalizers were removed.
+    FinalizersRemoved,
+    /// The replacement was applied.
+    Recreated,
+    /// The intent was removed.
+    IntentCleared,
+}
+
+impl ReplaceStep {
+    /// Every step, in protocol order.
+    pub const ALL: [ReplaceStep; 6] = [
+        Self::IntentSaved,
+        Self::RetainSet,
+        Self::DeleteIssued,
+        Self::FinalizersRemoved,
+        Self::Recreated,
+        Self::IntentCleared,
+    ];
+
+    /// The step's name, such as `retain-set`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::IntentSaved => "intent-saved",
+            Self::RetainSet => "retain-set",
+            Self::DeleteIssued => "delete-issued",
+            Self::FinalizersRemoved => "finalizers-removed",
+            Self::Recreated => "recreated",
+            Self::IntentCleared => "intent-cleared",
+        }
+    }
+}
+
+impl fmt::Display for ReplaceStep {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A step name that is not one of [`ReplaceStep::ALL`].
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "unknown replace step {0:?} (expected one of intent-saved, retain-set, delete-issued, finalizers-removed, recreated, intent-cleared)"
+)]
+pub struct UnknownStep(String);
+
+impl FromStr for ReplaceStep {
+    type Err = UnknownStep;
+
+    fn from_str(name: &str) -> Result<Self, Self::Err> {
+        Self::ALL
+            .into_iter()
+            .find(|step| step.as_str() == name)
+            .ok_or_else(|| UnknownStep(name.to_owned()))
+    }
+}
+
+/// Told about every finished step; the protocol goes on once the returned
+/// future completes. Used to trace the protocol and, in crash tests, to
+/// stop a controller at an exact step.
+pub trait StepObserver: Send + Sync {
+    /// Step `step` of the replace of PV `pv` is done.
+    fn step_done(&self, pv: &str, step: ReplaceStep) -> BoxFuture<'static, ()>;
+}
 
 /// Why a replace stopped. Whatever step failed, the intent stays saved (or
 /// was never written), so deciding again resumes or starts over safely.
@@ -85,6 +171,14 @@ pub enum ReplaceError {
         /// The volume.
         volume: VolumeId,
     },
+    /// This instance lost its lease: it must not write any more.
+    #[error("PV {pv}: not leading any more; stopped before {step}")]
+    NotLeading {
+        /// Name of the PV.
+        pv: String,
+        /// The write that was not made.
+        step: &'static str,
+    },
 }
 
 /// Carries out replacements against the Kubernetes API and an intent log.
@@ -93,17 +187,60 @@ pub struct ReplaceProtocol<L> {
     instance: String,
     pvs: Api<PersistentVolume>,
     intents: L,
+    leadership: Leadership,
+    observer: Option<Arc<dyn StepObserver>>,
 }
 
 impl<L: IntentLog> ReplaceProtocol<L> {
     /// A protocol writing through `client` and `intents`; `instance` names
-    /// this controller instance in events.
+    /// this controller instance in events. It writes unconditionally until
+    /// [`Self::with_leadership`] says otherwise.
     pub fn new(client: Client, intents: L, instance: impl Into<String>) -> Self {
         Self {
             pvs: Api::all(client.clone()),
             client,
             instance: instance.into(),
             intents,
+            leadership: Leadership::always(),
+            observer: None,
+        }
+    }
+
+    /// Writes only while `leadership` says this instance leads.
+    pub fn with_leadership(mut self, leadership: Leadership) -> Self {
+        self.leadership = leadership;
+        self
+    }
+
+    /// Reports every finished step to `observer`.
+    pub fn with_observer(mut self, observer: Arc<dyn StepObserver>) -> Self {
+        self.observer = Some(observer);
+        self
+    }
+
+    /// Removes the intent of a replace that finished (the "reset" operation).
+    pub async fn clear_intent(&self, volume: &VolumeId, pv: &str) -> Result<(), ReplaceError> {
+        self.ensure_leading(pv, "clearing the intent")?;
+        self.intents.clear(volume).await?;
+        info!(%pv, %volume, "saved state of a finished replace removed");
+        Ok(())
+    }
+
+    fn ensure_leading(&self, pv: &str, step: &'static str) -> Result<(), ReplaceError> {
+        if self.leadership.is_leading() {
+            Ok(())
+        } else {
+            Err(ReplaceError::NotLeading {
+                pv: pv.to_owned(),
+                step,
+            })
+        }
+    }
+
+    async fn done(&self, pv: &str, step: ReplaceStep) {
+        debug!(%pv, %step, "replace step done");
+        if let Some(observer) = &self.observer {
+            observer.step_done(pv, step).await;
         }
     }
 
@@ -126,22 +263,25 @@ impl<L: IntentLog> ReplaceProtocol<L> {
             pv: name.clone(),
             source,
         })?;
+        self.ensure_leading(&name, "saving the intent")?;
         self.intents.save(volume, &intent).await?;
-        debug!(pv = %name, %volume, "intent saved");
+        self.done(&name, ReplaceStep::IntentSaved).await;
         if let Some(retired) = &replacement.retire {
             self.retire(retired).await?;
         }
-        let applied = self
-            .pvs
-            .patch(
-                &name,
-                &PatchParams::apply(FIELD_MANAGER).force(),
-                &Patch::Apply(&replacement.pv),
-            )
+        self.ensure_leading(&name, "applying the replacement")?;
+        let apply = PatchParams::apply(FIELD_MANAGER).force();
+        let replacement_patch = Patch::Apply(&replacement.pv);
+        let applied = retry_throttled(|| self.pvs.patch(&name, &apply, &replacement_patch))
             .await
             .map_err(|source| kube_error(&name, "applying the replacement", source))?;
-        self.nudge_claim(&applied).await;
+        self.done(&name, ReplaceStep::Recreated).await;
+        if self.leadership.is_leading() {
+            self.nudge_claim(&applied).await;
+        }
+        self.ensure_leading(&name, "clearing the intent")?;
         self.intents.clear(volume).await?;
+        self.done(&name, ReplaceStep::IntentCleared).await;
         announce_replacement(&self.client, &applied, &self.instance).await;
         info!(pv = %name, %volume, trigger = ?replacement.trigger, "PV replaced");
         Ok(applied)
@@ -150,9 +290,7 @@ impl<L: IntentLog> ReplaceProtocol<L> {
     /// Makes sure the live PV is gone without its volume being reclaimed.
     async fn retire(&self, retired: &RetiredPv) -> Result<(), ReplaceError> {
         let name = retired.name.as_str();
-        let live = self
-            .pvs
-            .get_opt(name)
+        let live = retry_throttled(|| self.pvs.get_opt(name))
             .await
             .map_err(|source| kube_error(name, "reading the live PV", source))?;
         let Some(live) = live else {
@@ -169,10 +307,13 @@ impl<L: IntentLog> ReplaceProtocol<L> {
             "metadata": { "annotations": { SKIP_RECLAIM_ANNOTATION: "true" } },
             "spec": { "persistentVolumeReclaimPolicy": RECLAIM_RETAIN },
         });
-        self.pvs
-            .patch(name, &PatchParams::default(), &Patch::Merge(&keep_volume))
+        self.ensure_leading(name, "setting reclaim policy Retain")?;
+        let patch = PatchParams::default();
+        let keep_volume = Patch::Merge(&keep_volume);
+        retry_throttled(|| self.pvs.patch(name, &patch, &keep_volume))
             .await
             .map_err(|source| kube_error(name, "setting reclaim policy Retain", source))?;
+        self.done(name, ReplaceStep::RetainSet).await;
         let delete = DeleteParams {
             preconditions: Some(Preconditions {
                 uid: live.metadata.uid.clone(),
@@ -180,30 +321,29 @@ impl<L: IntentLog> ReplaceProtocol<L> {
             }),
             ..DeleteParams::default()
         };
-        match self.pvs.delete(name, &delete).await {
+        self.ensure_leading(name, "deleting the live PV")?;
+        match retry_throttled(|| self.pvs.delete(name, &delete)).await {
             Ok(_) => {}
             Err(kube::Error::Api(status)) if status.code == 404 => return Ok(()),
             Err(source) => return Err(kube_error(name, "deleting the live PV", source)),
         }
+        self.done(name, ReplaceStep::DeleteIssued).await;
         let no_finalizers = json!({ "metadata": { "finalizers": null } });
-        match self
-            .pvs
-            .patch(name, &PatchParams::default(), &Patch::Merge(&no_finalizers))
-            .await
-        {
+        let no_finalizers = Patch::Merge(&no_finalizers);
+        self.ensure_leading(name, "removing finalizers")?;
+        match retry_throttled(|| self.pvs.patch(name, &patch, &no_finalizers)).await {
             Ok(_) => {}
             Err(kube::Error::Api(status)) if status.code == 404 => {}
             Err(source) => return Err(kube_error(name, "removing finalizers", source)),
         }
+        self.done(name, ReplaceStep::FinalizersRemoved).await;
         self.wait_until_gone(name, live.metadata.uid.as_deref()).await
     }
 
     async fn wait_until_gone(&self, name: &str, uid: Option<&str>) -> Result<(), ReplaceError> {
         let deadline = tokio::time::Instant::now() + DELETION_TIMEOUT;
         loop {
-            let current = self
-                .pvs
-                .get_opt(name)
+            let current = retry_throttled(|| self.pvs.get_opt(name))
                 .await
                 .map_err(|source| kube_error(name, "waiting for the deletion", source))?;
             match current {
@@ -243,6 +383,28 @@ impl<L: IntentLog> ReplaceProtocol<L> {
             .await
         {
             warn!(%namespace, claim = %claim_name, %error, "could not nudge the claim");
+        }
+    }
+}
+
+/// Runs `request`, repeating it with growing pauses while the API server
+/// answers 429 (the client's throttle also holds back for its Retry-After).
+async fn retry_throttled<T, F, Fut>(mut request: F) -> Result<T, kube::Error>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, kube::Error>>,
+{
+    let mut pause = THROTTLED_PAUSE;
+    let mut attempt = 1;
+    loop {
+        match request().await {
+            Err(kube::Error::Api(status)) if status.code == 429 && attempt < THROTTLED_ATTEMPTS => {
+                debug!(attempt, "request throttled by the API server; repeating");
+                tokio::time::sleep(pause).await;
+                pause *= 2;
+                attempt += 1;
+            }
+            answer => return answer,
         }
     }
 }

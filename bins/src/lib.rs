@@ -1,20 +1,28 @@
-//! The `linstor-affinity` command line tool, as a library: loading dumps of a
-//! cluster, turning them into the decision engine's model, and rendering the
-//! plan.
+//! The `linstor-affinity` command line tool, as a library: reading the state of a cluster (a dump
+//! or the live cluster), turning it into the decision engine's model, rendering the plan, and
+//! replacing single PVs.
 //!
 //! Each module has one job:
 //! - [`dump`] reads and checks the files of a dump directory;
+//! - [`kube_args`] holds kubectl's kubeconfig flags and turns them into a client configuration;
+//! - [`live`] reads PVs, StorageClasses and LINSTOR state from the live cluster;
 //! - [`convert`] turns LINSTOR and Kubernetes objects into `affinity-core`'s model;
 //! - [`report`] turns a plan into the stable report that every output format shows;
 //! - [`render`] prints a report as a table, JSON or YAML;
 //! - [`manifests`] writes replacement PVs for review;
 //! - [`duration`] parses durations such as `1m` or `90s`;
-//! - [`plan`] ties them together and picks the exit status.
+//! - [`progress`] shows a spinner on a terminal while the tool waits;
+//! - [`plan`] ties them together for `plan` and picks the exit status;
+//! - [`replace`] decides for one PV and runs the replace protocol.
 
 pub mod convert;
 pub mod dump;
 pub mod duration;
+pub mod kube_args;
+pub mod live;
 pub mod manifests;
 pub mod plan;
+pub mod progress;
 pub mod render;
+pub mod replace;
 pub mod report;

@@ -1,14 +1,18 @@
-//! The offline `plan` command: load a dump, decide, report.
+//! The `plan` command: gather PVs and LINSTOR state (from a dump or from the live cluster), decide,
+//! report. Offline and live gathering end in the same [`ClusterState`]; everything after is shared.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use affinity_core::k8s_openapi::jiff::Timestamp;
 use affinity_core::{DecisionSettings, Planner, guess_property_namespace};
 
-use crate::convert::core_state;
+use crate::convert::{ClusterState, core_state};
 use crate::dump::{DumpError, load_dir};
+use crate::kube_args::KubeArgs;
+use crate::live::{LiveCluster, LiveError};
 use crate::manifests::{ManifestError, write_replacements};
+use crate::progress::Spinner;
 use crate::render::{Format, RenderError, render};
 use crate::report::{PlanReport, build};
 
@@ -34,19 +38,18 @@ impl Status {
     }
 }
 
-/// What `plan` is asked to do.
+/// Where the state comes from.
 #[derive(Clone, Debug)]
-pub struct PlanOptions {
-    /// The dump directory.
-    pub from_dir: PathBuf,
-    /// Output format.
-    pub format: Format,
-    /// Colour the table.
-    pub colour: bool,
-    /// Show only volumes that need attention.
-    pub only_drift: bool,
-    /// Where to write replacement PVs, if anywhere.
-    pub emit_manifests: Option<PathBuf>,
+pub enum Source {
+    /// A dump directory (offline).
+    Dump(PathBuf),
+    /// The live cluster: Kubernetes as these flags select it, LINSTOR from the LS_* environment.
+    Live(KubeArgs),
+}
+
+/// The settings every decision takes, for `plan` and `replace` alike.
+#[derive(Clone, Debug)]
+pub struct DecisionOptions {
     /// The property namespace; guessed from the nodes when `None`.
     pub property_namespace: Option<String>,
     /// PVs younger than this are skipped.
@@ -55,12 +58,53 @@ pub struct PlanOptions {
     pub now: Timestamp,
 }
 
+impl DecisionOptions {
+    /// The engine's settings for `state`, guessing the property namespace when none was given.
+    /// Logs the parts of the state its conversion left out.
+    pub fn settings(&self, state: &ClusterState) -> DecisionSettings {
+        for warning in &state.core.warnings {
+            tracing::warn!("{warning}");
+        }
+        let property_namespace = match &self.property_namespace {
+            Some(namespace) => namespace.clone(),
+            None => {
+                let guessed = guess_property_namespace(state.core.linstor.nodes().map(|(_, props)| props));
+                tracing::info!(namespace = guessed, "property namespace guessed from the nodes");
+                guessed.to_owned()
+            }
+        };
+        DecisionSettings {
+            property_namespace,
+            grace_period: self.grace_period,
+            now: self.now,
+        }
+    }
+}
+
+/// What `plan` is asked to do with the state.
+#[derive(Clone, Debug)]
+pub struct PlanOptions {
+    /// Decision settings.
+    pub decision: DecisionOptions,
+    /// Output format.
+    pub format: Format,
+    /// Colour the table.
+    pub colour: bool,
+    /// Show only volumes that need attention.
+    pub only_drift: bool,
+    /// Where to write replacement PVs, if anywhere.
+    pub emit_manifests: Option<PathBuf>,
+}
+
 /// Why `plan` failed.
 #[derive(Debug, thiserror::Error)]
 pub enum PlanError {
     /// The dump cannot be used.
     #[error(transparent)]
     Dump(#[from] DumpError),
+    /// The live cluster cannot be read.
+    #[error(transparent)]
+    Live(#[from] LiveError),
     /// Replacement manifests cannot be written.
     #[error("cannot write manifests: {0}")]
     Manifests(#[from] ManifestError),
@@ -82,13 +126,20 @@ pub struct PlanOutcome {
     pub status: Status,
 }
 
-/// Runs `plan` on a dump directory.
-pub fn run(options: &PlanOptions) -> Result<PlanOutcome, PlanError> {
-    let dump = load_dir(&options.from_dir)?;
-    let state = core_state(&dump);
-    for warning in &state.warnings {
-        tracing::warn!("{warning}");
+/// Reads the state from `source`; the spinner shows progress of a live read.
+pub async fn gather(source: &Source, spinner: &Spinner) -> Result<ClusterState, PlanError> {
+    match source {
+        Source::Dump(dir) => Ok(load_dump(dir)?),
+        Source::Live(kube_args) => {
+            let cluster = LiveCluster::connect(kube_args).await?;
+            Ok(cluster.read(spinner).await?)
+        }
     }
+}
+
+/// Reads a dump directory.
+pub fn load_dump(dir: &Path) -> Result<ClusterState, DumpError> {
+    let dump = load_dir(dir)?;
     if dump.volume_definitions.is_none()
         && dump
             .resource_definitions
@@ -100,27 +151,16 @@ pub fn run(options: &PlanOptions) -> Result<PlanOutcome, PlanError> {
              volume-definitions.json (`linstor -m volume-definition list`)"
         );
     }
-    let property_namespace = match &options.property_namespace {
-        Some(namespace) => namespace.clone(),
-        None => {
-            let guessed = guess_property_namespace(dump.nodes.iter().map(|node| &node.props));
-            tracing::info!(namespace = guessed, "property namespace guessed from the nodes");
-            guessed.to_owned()
-        }
-    };
-    let settings = DecisionSettings {
-        property_namespace,
-        grace_period: options.grace_period,
-        now: options.now,
-    };
-    let plan = Planner::new(&state.linstor, &state.storage_classes, &settings).plan(&dump.pvs);
-    let report = build(
-        &plan,
-        &dump.pvs,
-        &state.linstor,
-        &state.storage_classes,
-        &settings,
-    );
+    let core = core_state(&dump);
+    Ok(ClusterState { pvs: dump.pvs, core })
+}
+
+/// Decides for every volume of `state` and renders the report.
+pub fn run(state: &ClusterState, options: &PlanOptions) -> Result<PlanOutcome, PlanError> {
+    let settings = options.decision.settings(state);
+    let core = &state.core;
+    let plan = Planner::new(&core.linstor, &core.storage_classes, &settings).plan(&state.pvs);
+    let report = build(&plan, &state.pvs, &core.linstor, &core.storage_classes, &settings);
     let status = if report.volumes.iter().any(|v| v.decision.needs_attention()) {
         Status::Attention
     } else {

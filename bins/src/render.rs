@@ -137,7 +137,7 @@ fn serde_plain<T: serde::Serialize>(value: &T) -> String {
 /// one `In` expression with one value on the same key, else terms separated
 /// by ` | `, each `key=value` pairs separated by `,` (other operators spelled
 /// out).
-fn affinity_text(affinity: Option<&Option<Vec<NodeSelectorTerm>>>) -> String {
+pub fn affinity_text(affinity: Option<&Option<Vec<NodeSelectorTerm>>>) -> String {
     match affinity {
         None => "-".to_owned(),
         Some(None) => "none".to_owned(),

@@ -1,8 +1,8 @@
 //! `linstor-affinity`: shows which Kubernetes PersistentVolumes no longer
-//! match where LINSTOR keeps their data, and what the affinity controller
-//! would do about it.
+//! match where LINSTOR keeps their data, what the affinity controller would
+//! do about it, and replaces single PVs on request.
 
-use std::io::{IsTerminal, Write};
+use std::io::{BufRead, IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, SystemTime};
@@ -11,8 +11,12 @@ use affinity_core::DecisionSettings;
 use affinity_core::k8s_openapi::jiff::Timestamp;
 use clap::{Parser, Subcommand};
 use linstor_affinity_cli::duration::parse_duration;
-use linstor_affinity_cli::plan::{PlanOptions, Status, run};
-use linstor_affinity_cli::render::Format;
+use linstor_affinity_cli::kube_args::KubeArgs;
+use linstor_affinity_cli::live::LiveCluster;
+use linstor_affinity_cli::plan::{self, DecisionOptions, PlanError, PlanOptions, Source, Status};
+use linstor_affinity_cli::progress::Spinner;
+use linstor_affinity_cli::render::{Format, RenderError, affinity_text, render};
+use linstor_affinity_cli::replace::{self, Proposal, ReplaceCommandError};
 use tracing_subscriber::EnvFilter;
 
 /// Keeps Kubernetes PV node affinity in sync with LINSTOR replica placement.
@@ -29,30 +33,73 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Show, for every LINSTOR CSI PV, its current and desired node affinity and the decision.
+    /// Show, for every LINSTOR CSI PV, its current and desired node affinity and the decision
+    /// (live cluster, or a dump with --from-dir).
     #[command(after_long_help = PLAN_HELP)]
     Plan(PlanArgs),
+    /// Replace one PV whose node affinity no longer matches LINSTOR (live cluster only).
+    #[command(after_long_help = REPLACE_HELP)]
+    Replace(ReplaceArgs),
 }
 
-const PLAN_HELP: &str = "\
-Dump directory (--from-dir):
-  pv.json                    kubectl get pv -o json
-  storageclasses.json        kubectl get storageclass -o json
-  nodes.json                 linstor -m node list
-  resources.json             linstor -m resource list
-  resource-definitions.json  linstor -m resource-definition list
-  volume-definitions.json    linstor -m volume-definition list   (optional: saved replace state)
-LINSTOR files may hold `linstor -m` output (the REST answer wrapped in an outer list) or the raw
-REST answer.
+/// The LINSTOR environment, the same for every live command.
+macro_rules! linstor_env_help {
+    () => {
+        "\
+LINSTOR connection (live mode), the environment of the Go LINSTOR client:
+  LS_CONTROLLERS   comma-separated controllers: host, host:port, http://, https://, linstor://,
+                   linstor+ssl://; default localhost, port 3370 (http) or 3371 (https); https when
+                   any TLS variable is set
+  LS_USER_CERTIFICATE, LS_USER_KEY, LS_ROOT_CA                 mutual TLS, PEM text
+  LS_USER_CERTIFICATE_FILE, LS_USER_KEY_FILE, LS_ROOT_CA_FILE  mutual TLS, file paths
+  LS_USERNAME, LS_PASSWORD                                     basic auth
+  LS_BEARER_TOKEN_FILE                                         bearer token (text or JSON `token`)
+"
+    };
+}
 
+/// The Kubernetes connection, the same for every live command.
+macro_rules! kubernetes_help {
+    () => {
+        "\
+Kubernetes connection (live mode): --kubeconfig, --context, --cluster and --user as kubectl has
+them; without --kubeconfig, $KUBECONFIG, then ~/.kube/config, then the in-cluster service account.
+"
+    };
+}
+
+const PLAN_HELP: &str = concat!(
+    "\
+Sources:
+  live (default)  PVs and StorageClasses from the Kubernetes API server, LINSTOR state from its
+                  controller (three requests). plan only reads: listing PVs and StorageClasses is
+                  all the Kubernetes permission it needs.
+  --from-dir DIR  offline, from a dump directory holding:
+    pv.json                    kubectl get pv -o json
+    storageclasses.json        kubectl get storageclass -o json
+    nodes.json                 linstor -m node list
+    resources.json             linstor -m resource list
+    resource-definitions.json  linstor -m resource-definition list
+    volume-definitions.json    linstor -m volume-definition list   (optional: saved replace state)
+  LINSTOR files may hold `linstor -m` output (the REST answer wrapped in an outer list) or the
+  raw REST answer. --from-dir and the Kubernetes flags exclude each other.
+
+",
+    kubernetes_help!(),
+    "\n",
+    linstor_env_help!(),
+    "
 Decisions: in-sync, replace (trigger drift, resume or recreate), skip (with a reason),
 clear-saved-state, error (the volume cannot be decided, for example an invalid override
 annotation, a missing StorageClass or an invalid volume handle; nothing would be written for it).
 
 Exit codes:
   0  every volume is in sync or skipped
-  1  the plan could not be made (missing or malformed dump file, bad flag, unwritable output)
+  1  no plan could be made: Kubernetes or LINSTOR unreachable or answering nonsense, missing or
+     malformed dump file, bad flag, unwritable output
   2  some volume needs attention: a replace, a recreate, saved state to clear, or a per-volume error
+
+While reading the live cluster, a spinner on stderr shows what is pending (on a terminal only).
 
 JSON and YAML field names are stable (formatVersion 1): summary {volumes, inSync, replace, skip,
 clearSavedState, errors}; volumes[] {pv, resourceDefinition, volumeNumber, storageClass, decision,
@@ -60,14 +107,70 @@ trigger, skipReason, message, currentAffinity, desiredAffinity}. An affinity is 
 Kubernetes nodeSelectorTerms, or null for no node affinity; desiredAffinity is absent when it was
 not computed (skips, errors, saved state to clear).
 
+Examples:
+  LS_CONTROLLERS=http://linstor-controller:3370 linstor-affinity plan --context prod --only-drift
+  linstor-affinity plan --from-dir examples/evacuated-cluster -o json --only-drift"
+);
+
+const REPLACE_HELP: &str = concat!(
+    "\
+Reads the PVs, the StorageClasses and LINSTOR, decides for the PV's volume exactly as the
+controller does, shows the current and the desired node affinity and asks for confirmation
+(--yes skips the question; without a terminal on stdin --yes is required). Then it runs the
+controller's replace protocol: the replacement PV is saved on the LINSTOR volume definition, the
+live PV is set to reclaim policy Retain and deleted, the replacement (every field kept but the
+node affinity) is created, the claim is bound again, the saved state is cleared, and events are
+posted on the PV and its claim. An interrupted run is finished by running it again or by the
+controller.
+
+Nothing is done, with exit code 1 and the reason, when the PV is in sync, skipped (skip
+annotation or property, Released, in its grace period, no healthy diskful replica, ...), left
+saved state of a finished replace behind (the controller clears it), cannot be decided, does not
+exist or is not a LINSTOR CSI volume.
+
+",
+    kubernetes_help!(),
+    "\n",
+    linstor_env_help!(),
+    "
+Exit codes:
+  0  the PV was replaced
+  1  nothing was replaced: see the message (declined, not needed, not possible, or a failure)
+
 Example:
-  linstor-affinity plan --from-dir examples/evacuated-cluster -o json --only-drift";
+  LS_CONTROLLERS=http://linstor-controller:3370 linstor-affinity replace pvc-0b6f1c2e --yes"
+);
+
+/// The settings shared by every decision.
+#[derive(Debug, clap::Args)]
+struct DecisionArgs {
+    /// LINSTOR property namespace of the nodes' topology labels (default: `Aux/topology` when
+    /// any node has `Aux/topology/kubernetes.io/hostname`, else `Aux`).
+    #[arg(long, value_name = "NS")]
+    property_namespace: Option<String>,
+
+    /// PVs created less than this ago are skipped, as the controller's --timeout does (for
+    /// example 1m, 90s, 1h30m).
+    #[arg(long, value_name = "DURATION", default_value = "1m", value_parser = parse_duration)]
+    grace_period: Duration,
+}
+
+impl DecisionArgs {
+    fn options(self, now: Timestamp) -> DecisionOptions {
+        DecisionOptions {
+            property_namespace: self.property_namespace,
+            grace_period: self.grace_period,
+            now,
+        }
+    }
+}
 
 #[derive(Debug, clap::Args)]
 struct PlanArgs {
-    /// Directory holding a dump of the cluster (see below for its files).
-    #[arg(long, value_name = "DIR")]
-    from_dir: PathBuf,
+    /// Decide offline from this dump directory instead of the live cluster (see below for its
+    /// files).
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["kubeconfig", "context", "cluster", "user"])]
+    from_dir: Option<PathBuf>,
 
     /// Output format.
     #[arg(short, long, value_enum, default_value_t = Format::Table)]
@@ -81,18 +184,56 @@ struct PlanArgs {
     #[arg(long, value_name = "OUTDIR")]
     emit_manifests: Option<PathBuf>,
 
-    /// LINSTOR property namespace of the nodes' topology labels (default: `Aux/topology` when
-    /// any node has `Aux/topology/kubernetes.io/hostname`, else `Aux`).
-    #[arg(long, value_name = "NS")]
-    property_namespace: Option<String>,
-
-    /// PVs created less than this ago are skipped (for example 1m, 90s, 1h30m).
-    #[arg(long, value_name = "DURATION", default_value = "1m", value_parser = parse_duration)]
-    grace_period: Duration,
+    #[command(flatten)]
+    decision: DecisionArgs,
 
     /// The current time (RFC 3339), for reproducible output; default: now.
     #[arg(long, value_name = "RFC3339", value_parser = parse_timestamp)]
     now: Option<Timestamp>,
+
+    #[command(flatten, next_help_heading = "Kubernetes (live mode)")]
+    kube: KubeArgs,
+}
+
+#[derive(Debug, clap::Args)]
+struct ReplaceArgs {
+    /// Name of the PV to replace.
+    #[arg(value_name = "PV_NAME")]
+    pv: String,
+
+    /// Replace without asking (required when stdin is not a terminal).
+    #[arg(short, long)]
+    yes: bool,
+
+    #[command(flatten)]
+    decision: DecisionArgs,
+
+    #[command(flatten, next_help_heading = "Kubernetes")]
+    kube: KubeArgs,
+}
+
+/// Why a command failed (exit code 1).
+#[derive(Debug, thiserror::Error)]
+enum CliError {
+    #[error("cannot start the async runtime: {0}")]
+    Runtime(std::io::Error),
+    #[error(transparent)]
+    Plan(#[from] PlanError),
+    #[error(transparent)]
+    Replace(#[from] ReplaceCommandError),
+    #[error(transparent)]
+    Render(#[from] RenderError),
+    #[error("cannot write the output: {0}")]
+    Output(std::io::Error),
+    #[error(
+        "refusing to replace PV {pv} without confirmation: standard input is not a terminal; pass --yes \
+         to replace it anyway"
+    )]
+    NeedsConfirmation { pv: String },
+    #[error("cannot read the answer: {0}")]
+    Prompt(std::io::Error),
+    #[error("PV {pv} not replaced")]
+    Declined { pv: String },
 }
 
 fn parse_timestamp(text: &str) -> Result<Timestamp, String> {
@@ -100,9 +241,14 @@ fn parse_timestamp(text: &str) -> Result<Timestamp, String> {
         .map_err(|error| format!("not an RFC 3339 time such as 2025-06-01T12:00:00Z: {error}"))
 }
 
+fn now() -> Timestamp {
+    DecisionSettings::at("", Duration::ZERO, SystemTime::now()).now
+}
+
 fn init_logging(verbose: u8) {
     let default = match verbose {
-        0 => "warn",
+        // kube logs each failed request as an error; the failure is reported once, with context.
+        0 => "warn,kube_client=off",
         1 => "info",
         _ => "debug",
     };
@@ -114,44 +260,120 @@ fn init_logging(verbose: u8) {
         .init();
 }
 
-fn plan(args: PlanArgs) -> ExitCode {
-    let now = args
-        .now
-        .unwrap_or_else(|| DecisionSettings::at("", Duration::ZERO, SystemTime::now()).now);
+fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(CliError::Runtime)
+}
+
+fn write_stdout(text: &str) -> Result<(), CliError> {
+    let mut stdout = std::io::stdout().lock();
+    stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+        .map_err(CliError::Output)
+}
+
+fn plan(args: PlanArgs) -> Result<Status, CliError> {
+    let source = match args.from_dir {
+        Some(dir) => Source::Dump(dir),
+        None => Source::Live(args.kube),
+    };
     let options = PlanOptions {
-        from_dir: args.from_dir,
+        decision: args.decision.options(args.now.unwrap_or_else(now)),
         format: args.output,
         colour: args.output == Format::Table && std::io::stdout().is_terminal(),
         only_drift: args.only_drift,
         emit_manifests: args.emit_manifests,
-        property_namespace: args.property_namespace,
-        grace_period: args.grace_period,
-        now,
     };
-    match run(&options) {
-        Ok(outcome) => {
-            let mut stdout = std::io::stdout().lock();
-            if let Err(error) = stdout
-                .write_all(outcome.output.as_bytes())
-                .and_then(|()| stdout.flush())
-            {
-                eprintln!("error: cannot write the plan: {error}");
-                return ExitCode::from(Status::Failed.code());
-            }
-            if let Some(dir) = &options.emit_manifests {
-                eprintln!(
-                    "wrote {} replacement PV manifest(s) to {}",
-                    outcome.manifests.len(),
-                    dir.display()
-                );
-            }
-            ExitCode::from(outcome.status.code())
-        }
-        Err(error) => {
-            eprintln!("error: {error}");
-            ExitCode::from(Status::Failed.code())
-        }
+    let state = runtime()?.block_on(async {
+        let spinner = match source {
+            Source::Live(_) => Spinner::start("connecting…"),
+            Source::Dump(_) => Spinner::hidden(),
+        };
+        plan::gather(&source, &spinner).await
+    })?;
+    let outcome = plan::run(&state, &options)?;
+    write_stdout(&outcome.output)?;
+    if let Some(dir) = &options.emit_manifests {
+        eprintln!(
+            "wrote {} replacement PV manifest(s) to {}",
+            outcome.manifests.len(),
+            dir.display()
+        );
     }
+    Ok(outcome.status)
+}
+
+/// Reads the live cluster and decides for `pv`.
+async fn propose(
+    cluster: &LiveCluster,
+    pv: &str,
+    options: &DecisionOptions,
+) -> Result<Proposal, ReplaceCommandError> {
+    let spinner = Spinner::start("connecting…");
+    let state = cluster.read(&spinner).await?;
+    spinner.finish();
+    replace::propose(&state, pv, options)
+}
+
+fn confirm(pv: &str) -> Result<bool, CliError> {
+    eprint!("Replace PV {pv}? [y/N] ");
+    let mut answer = String::new();
+    std::io::stdin()
+        .lock()
+        .read_line(&mut answer)
+        .map_err(CliError::Prompt)?;
+    Ok(matches!(answer.trim().to_ascii_lowercase().as_str(), "y" | "yes"))
+}
+
+fn replace(args: ReplaceArgs) -> Result<Status, CliError> {
+    let pv = args.pv;
+    // Refuse before any request: a script without --yes must not wait on a prompt.
+    if !args.yes && !std::io::stdin().is_terminal() {
+        return Err(CliError::NeedsConfirmation { pv });
+    }
+    let decision = args.decision;
+    let runtime = runtime()?;
+    let cluster = runtime
+        .block_on(LiveCluster::connect(&args.kube))
+        .map_err(ReplaceCommandError::from)?;
+    let options = decision.options(now());
+    let mut proposal = runtime.block_on(propose(&cluster, &pv, &options))?;
+    let colour = std::io::stdout().is_terminal();
+    write_stdout(&render(&proposal.report, Format::Table, colour)?)?;
+    if !args.yes {
+        if !confirm(&pv)? {
+            return Err(CliError::Declined { pv });
+        }
+        // The answer may have taken a while: act only on the decision that was shown.
+        let options = DecisionOptions {
+            now: now(),
+            ..options
+        };
+        let fresh = runtime.block_on(propose(&cluster, &pv, &options))?;
+        if !fresh.same_as(&proposal) {
+            return Err(ReplaceCommandError::Changed { pv }.into());
+        }
+        proposal = fresh;
+    }
+    let spinner = Spinner::start(format!("replacing PV {pv}…"));
+    let applied = runtime.block_on(replace::execute(&cluster, &proposal, &replace::instance_name()))?;
+    spinner.finish();
+    let shown = proposal.report.volumes.first();
+    let affinity = applied
+        .spec
+        .as_ref()
+        .and_then(|spec| spec.node_affinity.as_ref())
+        .and_then(|affinity| affinity.required.as_ref())
+        .map(|required| required.node_selector_terms.clone());
+    write_stdout(&format!(
+        "PV {pv} replaced: node affinity {} (was {}); every other field kept\n",
+        affinity_text(Some(&affinity)),
+        affinity_text(shown.and_then(|volume| volume.current_affinity.as_ref())),
+    ))?;
+    Ok(Status::Clean)
 }
 
 fn main() -> ExitCode {
@@ -159,6 +381,7 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(error) => {
             let _ = error.print();
+            // Usage errors exit 1: 2 means "volumes need attention" for plan.
             return ExitCode::from(if error.use_stderr() {
                 Status::Failed.code()
             } else {
@@ -167,7 +390,15 @@ fn main() -> ExitCode {
         }
     };
     init_logging(cli.verbose);
-    match cli.command {
+    let result = match cli.command {
         Command::Plan(args) => plan(args),
+        Command::Replace(args) => replace(args),
+    };
+    match result {
+        Ok(status) => ExitCode::from(status.code()),
+        Err(error) => {
+            eprintln!("error: {error}");
+            ExitCode::from(Status::Failed.code())
+        }
     }
 }

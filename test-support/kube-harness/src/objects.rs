@@ -29,6 +29,8 @@ pub struct VolumeOptions {
     pub node_affinity: Option<VolumeNodeAffinity>,
     /// `persistentVolumeReclaimPolicy` of the PV.
     pub reclaim_policy: String,
+    /// `mountOptions` of the PV; none when empty.
+    pub mount_options: Vec<String>,
 }
 
 impl Default for VolumeOptions {
@@ -39,6 +41,7 @@ impl Default for VolumeOptions {
             storage_class: None,
             node_affinity: None,
             reclaim_policy: "Retain".to_owned(),
+            mount_options: Vec::new(),
         }
     }
 }
@@ -89,6 +92,7 @@ pub fn persistent_volume(
             persistent_volume_reclaim_policy: Some(options.reclaim_policy.clone()),
             storage_class_name: Some(options.storage_class.clone().unwrap_or_default()),
             volume_mode: Some("Filesystem".to_owned()),
+            mount_options: (!options.mount_options.is_empty()).then(|| options.mount_options.clone()),
             ..PersistentVolumeSpec::default()
         }),
         status: None,

@@ -1,0 +1,124 @@
+//! StorageClass parameters, kept by watch instead of fetched per PV per cycle.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use affinity_core::Properties;
+use affinity_core::k8s_openapi::api::storage::v1::StorageClass;
+
+use crate::pv_cache::lock;
+use crate::watch::WatchSink;
+
+/// StorageClass parameters by StorageClass name.
+pub type ClassParameters = HashMap<String, Properties>;
+
+/// The cluster's StorageClasses, as the watch last saw them.
+#[derive(Debug, Default)]
+pub struct StorageClassCache {
+    classes: Mutex<Arc<ClassParameters>>,
+    pending: Mutex<Option<ClassParameters>>,
+}
+
+impl StorageClassCache {
+    /// An empty cache.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The parameters of every StorageClass. Cheap: the map is shared and
+    /// replaced, never modified in place, on change.
+    pub fn snapshot(&self) -> Arc<ClassParameters> {
+        Arc::clone(&lock(&self.classes))
+    }
+
+    fn update(&self, change: impl FnOnce(&mut ClassParameters)) {
+        let mut classes = lock(&self.classes);
+        change(Arc::make_mut(&mut classes));
+    }
+}
+
+fn entry(class: StorageClass) -> Option<(String, Properties)> {
+    let name = class.metadata.name?;
+    Some((name, class.parameters.unwrap_or_default().into_iter().collect()))
+}
+
+impl WatchSink<StorageClass> for StorageClassCache {
+    fn list_started(&self) {
+        *lock(&self.pending) = Some(ClassParameters::new());
+    }
+
+    fn listed(&self, class: StorageClass) {
+        if let (Some(pending), Some((name, parameters))) = (lock(&self.pending).as_mut(), entry(class)) {
+            pending.insert(name, parameters);
+        }
+    }
+
+    fn list_done(&self) {
+        if let Some(complete) = lock(&self.pending).take() {
+            *lock(&self.classes) = Arc::new(complete);
+        }
+    }
+
+    fn applied(&self, class: StorageClass) {
+        if let Some((name, parameters)) = entry(class) {
+            self.update(|classes| {
+                classes.insert(name, parameters);
+            });
+        }
+    }
+
+    fn deleted(&self, class: StorageClass) {
+        if let Some(name) = class.metadata.name {
+            self.update(|classes| {
+                classes.remove(&name);
+            });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use affinity_core::StorageClassSource;
+    use affinity_core::k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+
+    use super::*;
+
+    fn class(name: &str, remote: &str) -> StorageClass {
+        StorageClass {
+            metadata: ObjectMeta {
+                name: Some(name.to_owned()),
+                ..ObjectMeta::default()
+            },
+            parameters: Some(BTreeMap::from([(
+                "allowRemoteVolumeAccess".to_owned(),
+                remote.to_owned(),
+            )])),
+            provisioner: "linstor.csi.linbit.com".to_owned(),
+            ..StorageClass::default()
+        }
+    }
+
+    #[test]
+    fn snapshots_do_not_change_under_their_reader() {
+        let cache = StorageClassCache::new();
+        cache.list_started();
+        cache.listed(class("local", "false"));
+        cache.list_done();
+        let before = cache.snapshot();
+        cache.applied(class("local", "true"));
+        cache.applied(class("other", "true"));
+        cache.deleted(class("other", "true"));
+        let after = cache.snapshot();
+        assert_eq!(
+            before.storage_class_parameters("local").unwrap()["allowRemoteVolumeAccess"],
+            "false"
+        );
+        assert_eq!(
+            after.storage_class_parameters("local").unwrap()["allowRemoteVolumeAccess"],
+            "true"
+        );
+        assert!(after.storage_class_parameters("other").is_none());
+    }
+}

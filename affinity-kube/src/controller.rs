@@ -1,0 +1,438 @@
+//! The controller loop: every reconcile interval (and soon after a PV
+//! changes) gather state, decide with pure functions, then act.
+//!
+//! - gather: the PV and StorageClass caches (kept by watch) and LINSTOR,
+//!   read with three requests per pass whatever the number of volumes;
+//! - decide: [`affinity_core::Planner`] and [`crate::reconcile`];
+//! - act, only while leading: warning events, then the operations with at
+//!   most `workers` in parallel, the pass bounded by `timeout`. Each
+//!   operation reads its PV fresh and decides again before writing.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use affinity_core::k8s_openapi::api::core::v1::PersistentVolume;
+use affinity_core::k8s_openapi::api::storage::v1::StorageClass;
+use affinity_core::{Action, DecisionSettings, LinstorSnapshot, Planner, guess_property_namespace};
+use futures::StreamExt;
+use kube::api::Api;
+use tokio::time::{Instant, MissedTickBehavior};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, error, info, warn};
+
+use crate::class_cache::{ClassParameters, StorageClassCache};
+use crate::events::warn_about_pv;
+use crate::http::Readiness;
+use crate::leader::Leadership;
+use crate::linstor_state::{self, FetchError};
+use crate::metrics::{Metrics, Operation as MetricOperation};
+use crate::pv_cache::{PvCache, lock};
+use crate::reconcile::{Operation, OperationKind, PassWork, decide_again, pass_work};
+use crate::replace::{ReplaceError, ReplaceProtocol, StepObserver};
+use crate::watch::run_watch;
+
+/// How long PV events are collected before a pass decides for them.
+const EVENT_DEBOUNCE: Duration = Duration::from_millis(100);
+/// PV events within this time after the controller's own write to the same
+/// resource definition are its own echo, not news.
+const OWN_WRITE_ECHO: Duration = Duration::from_secs(10);
+
+/// Settings of the loop (the reference's flags).
+#[derive(Clone, Debug)]
+pub struct ControllerSettings {
+    /// Time between full passes (`--reconcile-rate`).
+    pub reconcile_rate: Duration,
+    /// Time between full re-lists of the watched objects (`--resync-rate`).
+    pub resync_rate: Duration,
+    /// Bound of one pass's operations (`--timeout`).
+    pub timeout: Duration,
+    /// PVs younger than this are left alone (the reference uses `--timeout`).
+    pub grace_period: Duration,
+    /// Operations run in parallel (`--workers`).
+    pub workers: usize,
+    /// LINSTOR property namespace of the topology labels; guessed from the
+    /// LINSTOR nodes at the first successful read when `None`.
+    pub property_namespace: Option<String>,
+    /// Name of this instance in events.
+    pub instance: String,
+}
+
+/// Everything the controller talks to and reports through.
+pub struct ControllerParts {
+    /// Kubernetes client.
+    pub kube: kube::Client,
+    /// LINSTOR client.
+    pub linstor: linstor_api::Client,
+    /// When this instance may write.
+    pub leadership: Leadership,
+    /// Metrics to update.
+    pub metrics: Arc<Metrics>,
+    /// Readiness to set once the PV cache synced.
+    pub readiness: Readiness,
+    /// Told about every replace step (tracing, crash tests).
+    pub observer: Option<Arc<dyn StepObserver>>,
+}
+
+/// What one pass did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct PassReport {
+    /// PVs decided for.
+    pub decided: usize,
+    /// Operations started.
+    pub operations: usize,
+    /// Operations that failed or were abandoned.
+    pub failed: usize,
+}
+
+/// Why a pass stopped early. Nothing was written after the cause.
+#[derive(Debug, thiserror::Error)]
+pub enum PassError {
+    /// LINSTOR could not be read: nothing is decided on partial state.
+    #[error(transparent)]
+    Linstor(#[from] FetchError),
+    /// The operations did not finish within `--timeout`.
+    #[error("operations did not finish within {0:?}; the unfinished ones resume next pass")]
+    Timeout(Duration),
+    /// Leadership was lost during the pass.
+    #[error("leadership lost during the pass; unfinished operations stopped")]
+    LostLeadership,
+}
+
+/// Which PVs a pass decides for.
+#[derive(Debug)]
+enum Scope {
+    /// Every cached PV and every volume with saved state.
+    All,
+    /// The volumes of these resource definitions.
+    ResourceDefinitions(BTreeSet<String>),
+}
+
+/// The affinity controller.
+pub struct Controller {
+    settings: ControllerSettings,
+    parts: ControllerParts,
+    pvs: Arc<PvCache>,
+    classes: Arc<StorageClassCache>,
+    protocol: ReplaceProtocol<linstor_api::Client>,
+    property_namespace: Mutex<Option<String>>,
+    /// Last warning reported per PV, so a warning is not repeated every pass.
+    warned: Mutex<HashMap<String, String>>,
+    /// When this instance last wrote to a resource definition's PVs.
+    own_writes: Mutex<HashMap<String, Instant>>,
+}
+
+impl Controller {
+    /// A controller; nothing runs before [`Self::run`].
+    pub fn new(settings: ControllerSettings, parts: ControllerParts) -> Self {
+        let mut protocol =
+            ReplaceProtocol::new(parts.kube.clone(), parts.linstor.clone(), &settings.instance)
+                .with_leadership(parts.leadership.clone());
+        if let Some(observer) = &parts.observer {
+            protocol = protocol.with_observer(Arc::clone(observer));
+        }
+        Self {
+            property_namespace: Mutex::new(settings.property_namespace.clone()),
+            settings,
+            parts,
+            pvs: Arc::new(PvCache::new()),
+            classes: Arc::new(StorageClassCache::new()),
+            protocol,
+            warned: Mutex::default(),
+            own_writes: Mutex::default(),
+        }
+    }
+
+    /// The PV cache (for example to report its size).
+    pub fn pv_cache(&self) -> &Arc<PvCache> {
+        &self.pvs
+    }
+
+    /// Runs until `shutdown` is cancelled. Operations in flight at shutdown
+    /// are abandoned between two requests; the intent log lets the next
+    /// start finish them.
+    pub async fn run(&self, shutdown: CancellationToken) {
+        let watches = shutdown.child_token();
+        let pv_watch = run_watch(
+            Api::<PersistentVolume>::all(self.parts.kube.clone()),
+            &*self.pvs,
+            self.settings.resync_rate,
+            watches.clone(),
+        );
+        let class_watch = run_watch(
+            Api::<StorageClass>::all(self.parts.kube.clone()),
+            &*self.classes,
+            self.settings.resync_rate,
+            watches.clone(),
+        );
+        tokio::select! {
+            () = pv_watch => {}
+            () = class_watch => {}
+            () = self.reconcile_loop(&shutdown) => {}
+        }
+        watches.cancel();
+    }
+
+    async fn reconcile_loop(&self, shutdown: &CancellationToken) {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = self.pvs.wait_synced() => {}
+        }
+        self.parts.readiness.set_ready(true);
+        info!(pvs = self.pvs.len(), "PV cache synced");
+        let mut ticks = tokio::time::interval(self.settings.reconcile_rate);
+        ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        loop {
+            let scope = tokio::select! {
+                () = shutdown.cancelled() => return,
+                _ = ticks.tick() => Scope::All,
+                () = self.pvs.changed() => {
+                    tokio::time::sleep(EVENT_DEBOUNCE).await;
+                    match self.changed_resource_definitions() {
+                        Some(names) => Scope::ResourceDefinitions(names),
+                        None => continue,
+                    }
+                }
+            };
+            if !self.parts.leadership.is_leading() {
+                debug!("not leading: no pass");
+                self.parts.metrics.set_leading(false);
+                tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    () = self.parts.leadership.wait_until_leading() => {}
+                }
+                self.parts.metrics.set_leading(true);
+                ticks.reset_immediately();
+                continue;
+            }
+            self.parts.metrics.set_leading(true);
+            let started = Instant::now();
+            let outcome = tokio::select! {
+                () = shutdown.cancelled() => {
+                    info!("shutting down: unfinished operations resume at the next start");
+                    return;
+                }
+                outcome = self.pass(&scope) => outcome,
+            };
+            let full = matches!(scope, Scope::All);
+            if full {
+                self.parts
+                    .metrics
+                    .record_reconcile(started.elapsed(), outcome.is_ok());
+            }
+            match outcome {
+                Ok(report) => debug!(?report, full, elapsed = ?started.elapsed(), "pass done"),
+                Err(error) => error!(%error, full, "pass failed"),
+            }
+        }
+    }
+
+    /// Resource definitions of changed PVs, less the echoes of this
+    /// instance's own writes; `None` when nothing is left.
+    fn changed_resource_definitions(&self) -> Option<BTreeSet<String>> {
+        let mut names = self.pvs.take_changed();
+        let now = Instant::now();
+        let mut own = lock(&self.own_writes);
+        own.retain(|_, at| now.duration_since(*at) < OWN_WRITE_ECHO);
+        names.retain(|name| !own.contains_key(name));
+        (!names.is_empty()).then_some(names)
+    }
+
+    /// One pass: gather, decide, act.
+    async fn pass(&self, scope: &Scope) -> Result<PassReport, PassError> {
+        // Gather.
+        let linstor = match linstor_state::fetch(&self.parts.linstor).await {
+            Ok(state) => state,
+            Err(error) => {
+                self.parts.metrics.record_linstor_error();
+                return Err(error.into());
+            }
+        };
+        for warning in &linstor.warnings {
+            warn!(%warning, "LINSTOR state");
+        }
+        let snapshot = linstor.snapshot;
+        let settings = DecisionSettings::at(
+            self.property_namespace(&snapshot),
+            self.settings.grace_period,
+            SystemTime::now(),
+        );
+        let classes = self.classes.snapshot();
+        self.parts.metrics.set_cached_pvs(self.pvs.len() as u64);
+
+        // Decide.
+        let (work, decided) = match scope {
+            Scope::All => {
+                let pvs = self.pvs.pvs();
+                let plan = Planner::new(&snapshot, &*classes, &settings).plan(pvs.iter().map(Arc::as_ref));
+                let work = pass_work(
+                    &plan.decisions,
+                    plan.invalid_handles
+                        .iter()
+                        .map(|invalid| (invalid.pv.as_str(), invalid.to_string())),
+                );
+                self.parts.metrics.set_out_of_sync(work.out_of_sync);
+                (work, pvs.len())
+            }
+            Scope::ResourceDefinitions(names) => {
+                let mut planner = Planner::new(&snapshot, &*classes, &settings);
+                let mut decisions = Vec::new();
+                let mut decided = 0;
+                for name in names {
+                    let pvs = self.pvs.of_resource_definition(name);
+                    decided += pvs.len();
+                    let pvs: Vec<&PersistentVolume> = pvs.iter().map(Arc::as_ref).collect();
+                    decisions.extend(planner.decide_resource_definition(name, &pvs));
+                }
+                (pass_work(&decisions, std::iter::empty()), decided)
+            }
+        };
+
+        // Act.
+        self.report_warnings(&work, matches!(scope, Scope::All)).await;
+        let operations = work.operations.len();
+        let failed = self.run_operations(work, &snapshot, &classes, &settings).await?;
+        Ok(PassReport {
+            decided,
+            operations,
+            failed,
+        })
+    }
+
+    fn property_namespace(&self, snapshot: &LinstorSnapshot) -> String {
+        let mut namespace = lock(&self.property_namespace);
+        namespace
+            .get_or_insert_with(|| {
+                let guessed = guess_property_namespace(snapshot.nodes().map(|(_, properties)| properties));
+                info!(namespace = %guessed, "property namespace guessed from the LINSTOR nodes");
+                guessed.to_owned()
+            })
+            .clone()
+    }
+
+    /// Warning events for new or changed warnings. A full pass also forgets
+    /// PVs that are fine again, so a recurring problem is reported again.
+    async fn report_warnings(&self, work: &PassWork, full: bool) {
+        let fresh: Vec<_> = {
+            let mut warned = lock(&self.warned);
+            if full {
+                let current: BTreeSet<&str> = work.warnings.iter().map(|w| w.pv.as_str()).collect();
+                warned.retain(|pv, _| current.contains(pv.as_str()));
+            }
+            work.warnings
+                .iter()
+                .filter(|warning| {
+                    let known = warned.get(&warning.pv) == Some(&warning.message);
+                    if !known {
+                        warned.insert(warning.pv.clone(), warning.message.clone());
+                    }
+                    !known
+                })
+                .cloned()
+                .collect()
+        };
+        for warning in fresh {
+            warn!(pv = %warning.pv, message = %warning.message, "PV left unchanged");
+            if self.parts.leadership.is_leading() {
+                let uid = self.pvs.get(&warning.pv).and_then(|pv| pv.metadata.uid.clone());
+                warn_about_pv(
+                    &self.parts.kube,
+                    &warning.pv,
+                    uid.as_deref(),
+                    &warning.message,
+                    &self.settings.instance,
+                )
+                .await;
+            }
+        }
+    }
+
+    /// Runs the operations, `workers` at a time, within `timeout`; stops at
+    /// once when leadership is lost. Returns how many failed.
+    async fn run_operations(
+        &self,
+        work: PassWork,
+        snapshot: &LinstorSnapshot,
+        classes: &ClassParameters,
+        settings: &DecisionSettings,
+    ) -> Result<usize, PassError> {
+        if work.operations.is_empty() {
+            return Ok(0);
+        }
+        let run = futures::stream::iter(work.operations)
+            .map(|operation| self.run_operation(operation, snapshot, classes, settings))
+            .buffer_unordered(self.settings.workers.max(1))
+            .fold(
+                0,
+                |failed, succeeded| async move { failed + usize::from(!succeeded) },
+            );
+        tokio::select! {
+            failed = tokio::time::timeout(self.settings.timeout, run) => {
+                failed.map_err(|_| PassError::Timeout(self.settings.timeout))
+            }
+            () = self.parts.leadership.lost() => Err(PassError::LostLeadership),
+        }
+    }
+
+    /// Reads the PV fresh, decides again and writes what that decision
+    /// says. Returns whether it succeeded.
+    async fn run_operation(
+        &self,
+        operation: Operation,
+        snapshot: &LinstorSnapshot,
+        classes: &ClassParameters,
+        settings: &DecisionSettings,
+    ) -> bool {
+        let started = Instant::now();
+        let pvs: Api<PersistentVolume> = Api::all(self.parts.kube.clone());
+        let live = match pvs.get_opt(&operation.pv).await {
+            Ok(live) => live,
+            Err(error) => {
+                self.parts.metrics.record_kubernetes_error();
+                warn!(pv = %operation.pv, %error, "cannot read the PV; next pass retries");
+                self.record(operation.kind, started, false);
+                return false;
+            }
+        };
+        let action = decide_again(snapshot, classes, settings, &operation.volume, live.as_ref());
+        lock(&self.own_writes).insert(operation.volume.resource_definition.clone(), Instant::now());
+        let (kind, result) = match action {
+            Some(Action::Replace(replacement)) => (
+                OperationKind::ReplacePv,
+                self.protocol.run(&operation.volume, &replacement).await.map(drop),
+            ),
+            Some(Action::ClearSavedState) => (
+                OperationKind::ResetOperation,
+                self.protocol.clear_intent(&operation.volume, &operation.pv).await,
+            ),
+            other => {
+                debug!(pv = %operation.pv, decision = ?other, "nothing to do any more");
+                return true;
+            }
+        };
+        let succeeded = match result {
+            Ok(()) => true,
+            Err(error) => {
+                match &error {
+                    ReplaceError::Intent(_) => self.parts.metrics.record_linstor_error(),
+                    ReplaceError::Kubernetes { .. } => self.parts.metrics.record_kubernetes_error(),
+                    _ => {}
+                }
+                warn!(pv = %operation.pv, volume = %operation.volume, %error, "operation failed; next pass resumes it");
+                false
+            }
+        };
+        self.record(kind, started, succeeded);
+        succeeded
+    }
+
+    fn record(&self, kind: OperationKind, started: Instant, succeeded: bool) {
+        let operation = match kind {
+            OperationKind::ReplacePv => MetricOperation::ReplacePv,
+            OperationKind::ResetOperation => MetricOperation::ResetOperation,
+        };
+        self.parts
+            .metrics
+            .record_operation(operation, started.elapsed(), succeeded);
+    }
+}

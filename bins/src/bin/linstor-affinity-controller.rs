@@ -1,0 +1,382 @@
+//! `linstor-affinity-controller`: keeps the node affinity of LINSTOR CSI
+//! PersistentVolumes in sync with where LINSTOR keeps their data, replacing
+//! PVs in place when it changed. Accepts the flags and the LS_* environment
+//! of the Go `linstor-affinity-controller`.
+//!
+//! Exit codes: 0 after a clean shutdown (SIGTERM, Ctrl-C) or a complete
+//! migration; 1 when it cannot go on (or a migration left failures); 2 for
+//! unusable flags, kubeconfig or LS_* environment; 3 when an endpoint
+//! address cannot be bound.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use affinity_kube::controller::{Controller, ControllerParts, ControllerSettings};
+use affinity_kube::http::{Readiness, bind_health, bind_metrics};
+use affinity_kube::leader::{LeaderElector, LeaseSettings};
+use affinity_kube::metrics::Metrics;
+use affinity_kube::migrate::migrate_properties;
+use affinity_kube::replace::{ReplaceStep, StepObserver};
+use affinity_kube::throttle::ThrottleLayer;
+use clap::{Parser, Subcommand, ValueEnum};
+use futures::future::BoxFuture;
+use linstor_affinity_cli::duration::parse_duration;
+use linstor_affinity_cli::kube_args::KubeArgs;
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+use tracing_subscriber::EnvFilter;
+
+const LINSTOR_ENV_HELP: &str = "\
+LINSTOR connection, the environment of the Go LINSTOR client:
+  LS_CONTROLLERS   comma-separated controllers: host, host:port, http://, https://, linstor://,
+                   linstor+ssl://; default localhost, port 3370 (http) or 3371 (https); https when
+                   any TLS variable is set
+  LS_USER_CERTIFICATE, LS_USER_KEY, LS_ROOT_CA                 mutual TLS, PEM text
+  LS_USER_CERTIFICATE_FILE, LS_USER_KEY_FILE, LS_ROOT_CA_FILE  mutual TLS, file paths
+  LS_USERNAME, LS_PASSWORD                                     basic auth
+  LS_BEARER_TOKEN_FILE                                         bearer token (text or JSON `token`)
+
+Endpoints: /healthz and /readyz (ready once the PV cache synced) on --bind-address; /metrics on
+--metrics-address when set.
+
+Exit codes: 0 clean shutdown (SIGTERM, Ctrl-C) or complete migration; 1 cannot go on, or a
+migration left failures; 2 unusable flags, kubeconfig or LS_* environment; 3 an endpoint address
+cannot be bound.";
+
+/// Keeps Kubernetes PV node affinity in sync with LINSTOR replica placement.
+///
+/// Every --reconcile-rate it compares each LINSTOR CSI PV's node affinity with the nodes LINSTOR
+/// keeps the volume on and, when they differ, replaces the PV in place (the saved replacement on the
+/// LINSTOR volume definition makes every step recoverable). PV changes are acted on at once.
+#[derive(Debug, Parser)]
+#[command(name = "linstor-affinity-controller", version, after_long_help = LINSTOR_ENV_HELP)]
+struct Cli {
+    /// How often every PV is checked against LINSTOR.
+    #[arg(long, value_name = "DURATION", default_value = "15s", value_parser = parse_duration)]
+    reconcile_rate: Duration,
+
+    /// How often the PV and StorageClass caches are listed again from scratch.
+    #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = parse_duration)]
+    resync_rate: Duration,
+
+    /// Bound of the operations of one reconcile.
+    #[arg(long, value_name = "DURATION", default_value = "1m", value_parser = parse_duration)]
+    timeout: Duration,
+
+    /// PVs younger than this are left alone, while LINSTOR may still place their replicas
+    /// (default: the --timeout value).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    grace_period: Option<Duration>,
+
+    /// Address of the health endpoints (/healthz, /readyz).
+    #[arg(long, value_name = "ADDR", default_value = "[::]:8000")]
+    bind_address: String,
+
+    /// Address of the Prometheus endpoint (/metrics); empty: off.
+    #[arg(long, value_name = "ADDR", default_value = "")]
+    metrics_address: String,
+
+    /// LINSTOR property namespace of the node topology labels; empty: `Aux/topology` when a node has
+    /// `Aux/topology/kubernetes.io/hostname`, else `Aux`.
+    #[arg(long, value_name = "NAMESPACE", default_value = "")]
+    property_namespace: String,
+
+    /// PV replacements run in parallel.
+    #[arg(long, value_name = "N", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..))]
+    workers: u32,
+
+    /// Elect a leader among the instances through a Lease; only the leader writes.
+    #[arg(long)]
+    leader_election: bool,
+
+    /// Identity of this instance in the Lease (default: $NAME, else the host name).
+    #[arg(long, value_name = "ID", default_value = "")]
+    leader_election_id: String,
+
+    /// Name of the Lease.
+    #[arg(long, value_name = "NAME", default_value = "linstor-affinity-controller")]
+    lease_lock_name: String,
+
+    /// Namespace of the Lease (default: $NAMESPACE, else the pod's namespace, else `default`).
+    #[arg(long, value_name = "NAMESPACE", default_value = "")]
+    lease_lock_namespace: String,
+
+    /// How long a Lease holds without renewal.
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
+    leader_election_lease_duration: Duration,
+
+    /// How long the leader keeps trying to renew before it stops writing.
+    #[arg(long, value_name = "DURATION", default_value = "25s", value_parser = parse_duration)]
+    leader_election_renew_deadline: Duration,
+
+    /// Time between attempts to acquire or renew the Lease.
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
+    leader_election_retry_period: Duration,
+
+    /// Kubernetes API requests per second, on average (0: no client-side limit).
+    #[arg(long, value_name = "QPS", default_value_t = 100.0)]
+    kube_api_qps: f64,
+
+    /// Kubernetes API requests allowed in a burst above --kube-api-qps.
+    #[arg(long, value_name = "N", default_value_t = 200)]
+    kube_api_burst: u32,
+
+    #[command(flatten)]
+    kube: KubeArgs,
+
+    /// Log verbosity, as klog counts it: 0 warnings, 1-2 info, 3-4 debug, 5 and more trace
+    /// (RUST_LOG overrides).
+    #[arg(short = 'v', long = "v", value_name = "LEVEL", default_value_t = 2)]
+    verbosity: u8,
+
+    /// Log format.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+
+    /// Stop every replace after this protocol step and wait to be killed (for crash tests).
+    #[arg(long, value_name = "STEP", hide = true)]
+    debug_halt_after: Option<ReplaceStep>,
+
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Move saved PVs kept on LINSTOR resource definitions by older versions to their volume
+    /// definitions, then exit. Talks to LINSTOR only; safe to run again.
+    MigrateProperties,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Exit codes.
+const EXIT_FAILURE: u8 = 1;
+const EXIT_CONFIG: u8 = 2;
+const EXIT_BIND: u8 = 3;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.verbosity, cli.log_format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            error!(%error, "cannot start the async runtime");
+            return ExitCode::from(EXIT_FAILURE);
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(failure) => {
+            error!(error = %failure.message, "stopping");
+            ExitCode::from(failure.code)
+        }
+    }
+}
+
+fn init_logging(verbosity: u8, format: LogFormat) {
+    let level = match verbosity {
+        0 => "warn",
+        1 | 2 => "info",
+        3 | 4 => "debug",
+        _ => "trace",
+    };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        EnvFilter::new(format!(
+            "warn,affinity_kube={level},affinity_core={level},linstor_api={level},\
+             linstor_affinity_controller={level}"
+        ))
+    });
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+/// Why the process stops, and its exit code.
+struct Failure {
+    code: u8,
+    message: String,
+}
+
+fn failure(code: u8, message: impl std::fmt::Display) -> Failure {
+    Failure {
+        code,
+        message: message.to_string(),
+    }
+}
+
+async fn run(cli: Cli) -> Result<(), Failure> {
+    let linstor = linstor_api::Client::from_env().map_err(|e| failure(EXIT_CONFIG, e))?;
+    if let Some(Command::MigrateProperties) = cli.command {
+        return migrate(&linstor).await;
+    }
+    let config = cli.kube.config().await.map_err(|e| failure(EXIT_CONFIG, e))?;
+    let kube = kube::client::ClientBuilder::try_from(config)
+        .map_err(|e| failure(EXIT_CONFIG, format!("Kubernetes client: {e}")))?
+        .with_layer(&ThrottleLayer::new(cli.kube_api_qps, cli.kube_api_burst))
+        .build();
+    let shutdown = CancellationToken::new();
+    tokio::spawn(cancel_on_signal(shutdown.clone()));
+
+    let metrics = Arc::new(Metrics::new());
+    let readiness = Readiness::new();
+    let (health_address, health) = bind_health(&cli.bind_address, readiness.clone(), shutdown.clone())
+        .await
+        .map_err(|e| failure(EXIT_BIND, e))?;
+    info!(address = %health_address, "health endpoints");
+    tokio::spawn(health);
+    if !cli.metrics_address.is_empty() {
+        let (address, serve) = bind_metrics(&cli.metrics_address, Arc::clone(&metrics), shutdown.clone())
+            .await
+            .map_err(|e| failure(EXIT_BIND, e))?;
+        info!(%address, "metrics endpoint");
+        tokio::spawn(serve);
+    }
+
+    let identity = non_empty(&cli.leader_election_id)
+        .or_else(|| std::env::var("NAME").ok().filter(|name| !name.is_empty()))
+        .unwrap_or_else(host_name);
+    let leadership = if cli.leader_election {
+        let settings = LeaseSettings {
+            namespace: non_empty(&cli.lease_lock_namespace).unwrap_or_else(own_namespace),
+            name: cli.lease_lock_name.clone(),
+            identity: identity.clone(),
+            lease_duration: cli.leader_election_lease_duration,
+            renew_deadline: cli.leader_election_renew_deadline,
+            retry_period: cli.leader_election_retry_period,
+        };
+        info!(lease = %settings.name, namespace = %settings.namespace, %identity, "leader election on");
+        let elector = LeaderElector::new(kube.clone(), settings).map_err(|e| failure(EXIT_CONFIG, e))?;
+        let leadership = elector.leadership();
+        tokio::spawn(elector.run(shutdown.clone()));
+        leadership
+    } else {
+        affinity_kube::leader::Leadership::always()
+    };
+
+    let settings = ControllerSettings {
+        reconcile_rate: cli.reconcile_rate,
+        resync_rate: cli.resync_rate,
+        timeout: cli.timeout,
+        grace_period: cli.grace_period.unwrap_or(cli.timeout),
+        workers: usize::try_from(cli.workers).unwrap_or(usize::MAX),
+        property_namespace: non_empty(&cli.property_namespace),
+        instance: format!("linstor-affinity-controller@{identity}"),
+    };
+    let observer = cli
+        .debug_halt_after
+        .map(|step| Arc::new(HaltAfter(step)) as Arc<dyn StepObserver>);
+    let parts = ControllerParts {
+        kube,
+        linstor,
+        leadership,
+        metrics,
+        readiness,
+        observer,
+    };
+    info!(version = env!("CARGO_PKG_VERSION"), "starting");
+    Controller::new(settings, parts).run(shutdown.clone()).await;
+    // Let the elector release the Lease before the runtime stops.
+    shutdown.cancel();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    info!("stopped");
+    Ok(())
+}
+
+async fn migrate(linstor: &linstor_api::Client) -> Result<(), Failure> {
+    let report = migrate_properties(linstor)
+        .await
+        .map_err(|e| failure(EXIT_FAILURE, e))?;
+    info!(
+        migrated = report.migrated.len(),
+        already_present = report.already_present.len(),
+        failed = report.failed.len(),
+        "migration done"
+    );
+    if report.is_complete() {
+        Ok(())
+    } else {
+        Err(failure(
+            EXIT_FAILURE,
+            format!(
+                "{} resource definitions could not be migrated",
+                report.failed.len()
+            ),
+        ))
+    }
+}
+
+fn non_empty(text: &str) -> Option<String> {
+    (!text.is_empty()).then(|| text.to_owned())
+}
+
+fn host_name() -> String {
+    hostname::get()
+        .ok()
+        .and_then(|name| name.into_string().ok())
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| "linstor-affinity-controller".to_owned())
+}
+
+fn own_namespace() -> String {
+    std::env::var("NAMESPACE")
+        .ok()
+        .filter(|namespace| !namespace.is_empty())
+        .or_else(|| {
+            std::fs::read_to_string("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+                .ok()
+                .map(|namespace| namespace.trim().to_owned())
+                .filter(|namespace| !namespace.is_empty())
+        })
+        .unwrap_or_else(|| "default".to_owned())
+}
+
+async fn cancel_on_signal(shutdown: CancellationToken) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(error) => {
+                warn!(%error, "cannot watch SIGTERM; only Ctrl-C stops the controller");
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+    info!("shutdown requested");
+    shutdown.cancel();
+}
+
+/// Stops every replace after one step, so a test can kill the process there.
+struct HaltAfter(ReplaceStep);
+
+impl StepObserver for HaltAfter {
+    fn step_done(&self, pv: &str, step: ReplaceStep) -> BoxFuture<'static, ()> {
+        if step == self.0 {
+            warn!(%pv, %step, "halting after replace step");
+            Box::pin(std::future::pending())
+        } else {
+            Box::pin(std::future::ready(()))
+        }
+    }
+}

@@ -1,0 +1,329 @@
+//! Support of the controller tests: a LINSTOR simulator beside the test
+//! cluster, nodes and StorageClasses known to both, drifted volumes, and the
+//! controller binary run as a real process (so it can be SIGKILLed).
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use affinity_core::k8s_openapi::api::core::v1::{
+    NodeSelector, NodeSelectorRequirement, NodeSelectorTerm, PersistentVolume, VolumeNodeAffinity,
+};
+use affinity_core::k8s_openapi::api::storage::v1::StorageClass;
+use affinity_core::k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use affinity_core::names::SAVED_PV_PROPERTY;
+use kube::api::{Api, PostParams};
+use kube_harness::{BoundVolume, TestEnv, VolumeOptions};
+use linstor_api::sim::{SimNode, SimResource, SimResourceDefinition, SimState, Simulator};
+
+/// The LINSTOR node-name topology key.
+pub const HOSTNAME_KEY: &str = "linbit.com/hostname";
+
+/// Node affinity on the LINSTOR node-name key, one term per node, as the
+/// controller writes it for local-only volumes.
+pub fn linstor_affinity(nodes: &[&str]) -> VolumeNodeAffinity {
+    VolumeNodeAffinity {
+        required: Some(NodeSelector {
+            node_selector_terms: nodes
+                .iter()
+                .map(|node| NodeSelectorTerm {
+                    match_expressions: Some(vec![NodeSelectorRequirement {
+                        key: HOSTNAME_KEY.to_owned(),
+                        operator: "In".to_owned(),
+                        values: Some(vec![(*node).to_owned()]),
+                    }]),
+                    match_fields: None,
+                })
+                .collect(),
+        }),
+    }
+}
+
+/// The nodes a PV's affinity allows (values of its terms, in order).
+pub fn affinity_nodes(pv: &PersistentVolume) -> Vec<String> {
+    pv.spec
+        .as_ref()
+        .and_then(|spec| spec.node_affinity.as_ref())
+        .and_then(|affinity| affinity.required.as_ref())
+        .map(|required| {
+            required
+                .node_selector_terms
+                .iter()
+                .flat_map(|term| term.match_expressions.iter().flatten())
+                .flat_map(|expression| expression.values.iter().flatten().cloned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// A test cluster with a LINSTOR simulator whose nodes are the cluster's nodes.
+pub struct Scenario {
+    /// The test's view of the cluster.
+    pub env: TestEnv,
+    /// The simulator.
+    pub sim: Simulator,
+    /// Node names, in both Kubernetes and LINSTOR.
+    pub nodes: Vec<String>,
+}
+
+impl Scenario {
+    /// `nodes` nodes (suffixes `n0`, `n1`, ...) labelled with their LINSTOR
+    /// name, and an empty simulator that knows them. `None` when no cluster
+    /// is available (the test is skipped).
+    pub async fn new(test: &str, nodes: usize) -> Option<Scenario> {
+        let env = TestEnv::setup(test).await?;
+        let mut names = Vec::new();
+        for index in 0..nodes {
+            let name = env.name(&format!("n{index}"));
+            env.create_node_with_labels(
+                &format!("n{index}"),
+                BTreeMap::from([(HOSTNAME_KEY.to_owned(), name.clone())]),
+            )
+            .await;
+            names.push(name);
+        }
+        let state = SimState {
+            nodes: names.iter().map(SimNode::new).collect(),
+            ..SimState::default()
+        };
+        let sim = Simulator::start(state).await.unwrap();
+        Some(Scenario {
+            env,
+            sim,
+            nodes: names,
+        })
+    }
+
+    /// Node `index`'s name.
+    pub fn node(&self, index: usize) -> &str {
+        &self.nodes[index]
+    }
+
+    /// A StorageClass of the LINSTOR driver with these parameters.
+    pub async fn storage_class(&self, suffix: &str, parameters: &[(&str, &str)]) -> String {
+        let name = self.env.name(suffix);
+        let class = StorageClass {
+            metadata: ObjectMeta {
+                name: Some(name.clone()),
+                labels: Some(self.env.labels()),
+                ..ObjectMeta::default()
+            },
+            provisioner: "linstor.csi.linbit.com".to_owned(),
+            parameters: Some(
+                parameters
+                    .iter()
+                    .map(|(key, value)| ((*key).to_owned(), (*value).to_owned()))
+                    .collect(),
+            ),
+            ..StorageClass::default()
+        };
+        Api::<StorageClass>::all(self.env.client())
+            .create(&PostParams::default(), &class)
+            .await
+            .unwrap();
+        name
+    }
+
+    /// A bound volume of StorageClass `class` whose PV affinity names node
+    /// `pv_on` and whose only LINSTOR replica is on node `data_on` (a
+    /// resource definition named after the PV). Reclaim policy `Delete`,
+    /// mount options set.
+    pub async fn volume(&self, suffix: &str, class: &str, pv_on: usize, data_on: usize) -> BoundVolume {
+        let options = VolumeOptions {
+            storage_class: Some(class.to_owned()),
+            node_affinity: Some(linstor_affinity(&[self.node(pv_on)])),
+            reclaim_policy: "Delete".to_owned(),
+            mount_options: vec!["noatime".to_owned(), "discard".to_owned()],
+            ..VolumeOptions::default()
+        };
+        let bound = self.env.create_bound_volume(suffix, &options).await;
+        let name = bound.pv.metadata.name.clone().unwrap();
+        self.sim
+            .add_resource_definition(
+                SimResourceDefinition::new(&name, 1 << 20).resource(SimResource::diskful(self.node(data_on))),
+            )
+            .unwrap();
+        bound
+    }
+
+    /// Moves the only replica of `resource_definition` from node `from` to node `to`.
+    pub fn move_replica(&self, resource_definition: &str, from: usize, to: usize) {
+        self.sim
+            .add_resource(resource_definition, SimResource::diskful(self.node(to)))
+            .unwrap();
+        self.sim
+            .delete_resource(resource_definition, self.node(from))
+            .unwrap();
+    }
+
+    /// The saved-PV property of volume 0 of `resource_definition`.
+    pub fn saved_pv(&self, resource_definition: &str) -> Option<String> {
+        self.sim.with_state(|state| {
+            state
+                .resource_definitions
+                .iter()
+                .find(|rd| rd.name == resource_definition)
+                .and_then(|rd| rd.volume_definitions.iter().find(|vd| vd.volume_number == 0))
+                .and_then(|vd| vd.props.get(SAVED_PV_PROPERTY).cloned())
+        })
+    }
+
+    /// Whether LINSTOR still has `resource_definition`.
+    pub fn has_resource_definition(&self, resource_definition: &str) -> bool {
+        self.sim.with_state(|state| {
+            state
+                .resource_definitions
+                .iter()
+                .any(|rd| rd.name == resource_definition)
+        })
+    }
+
+    /// Starts the controller on this cluster and simulator: reconcile every
+    /// second, no grace period, health on a free port, plus `extra` flags.
+    pub fn controller(&self, extra: &[&str]) -> ControllerProcess {
+        let kubeconfig = self.env.cluster().kubeconfig().to_str().unwrap().to_owned();
+        let mut args: Vec<String> = [
+            "--kubeconfig",
+            &kubeconfig,
+            "--reconcile-rate",
+            "1s",
+            "--grace-period",
+            "0s",
+            "--timeout",
+            "30s",
+            "--bind-address",
+            "127.0.0.1:0",
+            "-v",
+            "3",
+        ]
+        .iter()
+        .map(|arg| (*arg).to_owned())
+        .collect();
+        args.extend(extra.iter().map(|arg| (*arg).to_owned()));
+        ControllerProcess::start(&args, &self.sim.http_url().unwrap())
+    }
+
+    /// Waits until the PV called `name` satisfies `done`.
+    pub async fn wait_for_pv(
+        &self,
+        name: &str,
+        what: &str,
+        timeout: Duration,
+        done: impl Fn(&PersistentVolume) -> bool,
+    ) -> PersistentVolume {
+        self.env
+            .wait_for(&self.env.pvs(), name, what, timeout, done)
+            .await
+    }
+}
+
+/// The controller binary, running.
+pub struct ControllerProcess {
+    child: Child,
+    lines: Arc<Mutex<Vec<String>>>,
+}
+
+impl ControllerProcess {
+    /// Starts the controller with `args`, LINSTOR at `linstor_url`; its
+    /// stderr is collected line by line.
+    pub fn start(args: &[String], linstor_url: &str) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_linstor-affinity-controller"))
+            .args(args)
+            .env("LS_CONTROLLERS", linstor_url)
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let stderr = child.stderr.take().unwrap();
+        let sink = Arc::clone(&lines);
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                sink.lock().unwrap().push(line);
+            }
+        });
+        ControllerProcess { child, lines }
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Everything logged so far.
+    pub fn log(&self) -> String {
+        self.lines.lock().unwrap().join("\n")
+    }
+
+    /// How many logged lines contain `needle`.
+    pub fn count(&self, needle: &str) -> usize {
+        self.lines
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|line| line.contains(needle))
+            .count()
+    }
+
+    /// Waits until a logged line contains `needle`; returns it.
+    pub async fn wait_for_line(&self, needle: &str, timeout: Duration) -> String {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(line) = self
+                .lines
+                .lock()
+                .unwrap()
+                .iter()
+                .find(|line| line.contains(needle))
+            {
+                return line.clone();
+            }
+            if Instant::now() >= deadline {
+                panic!(
+                    "no log line with {needle:?} within {timeout:?}; log:\n{}",
+                    self.log()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Kills the process with SIGKILL and reaps it.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Sends SIGTERM and waits for the exit.
+    pub async fn terminate(&mut self) -> ExitStatus {
+        Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            if Instant::now() >= deadline {
+                panic!(
+                    "controller still running 20 s after SIGTERM; log:\n{}",
+                    self.log()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+impl Drop for ControllerProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
