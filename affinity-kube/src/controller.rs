@@ -26,7 +26,7 @@ use crate::events::warn_about_pv;
 use crate::http::Readiness;
 use crate::leader::Leadership;
 use crate::linstor_state::{self, FetchError};
-use crate::metrics::{Metrics, Operation as MetricOperation};
+use crate::metrics::Metrics;
 use crate::pv_cache::{PvCache, lock};
 use crate::reconcile::{Operation, OperationKind, PassWork, decide_again, pass_work};
 use crate::replace::{ReplaceError, ReplaceProtocol, StepObserver};
@@ -427,12 +427,6 @@ impl Controller {
     }
 
     fn record(&self, kind: OperationKind, started: Instant, succeeded: bool) {
-        let operation = match kind {
-            OperationKind::ReplacePv => MetricOperation::ReplacePv,
-            OperationKind::ResetOperation => MetricOperation::ResetOperation,
-        };
-        self.parts
-            .metrics
-            .record_operation(operation, started.elapsed(), succeeded);
+        self.parts.metrics.record_operation(kind, started.elapsed(), succeeded);
     }
 }

@@ -15,40 +15,14 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
+use crate::reconcile::OperationKind;
+
 /// The only reconciler of this controller; the label value matches the Go reference.
 const RECONCILER: &str = "AffinityReconciler";
 
 /// Label sets: `[("reconciler", ..)]`, `[("operation", ..)]` or both, in that order.
 type Labels<const N: usize> = [(&'static str, &'static str); N];
 type Histograms<const N: usize> = Family<Labels<N>, Histogram, fn() -> Histogram>;
-
-/// An operation the reconciler carries out on one PV.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Operation {
-    /// A PV was replaced to bring its node affinity in sync.
-    ReplacePv,
-    /// An interrupted replace was reset.
-    ResetOperation,
-}
-
-impl Operation {
-    /// All operations, so that their series exist from the start.
-    const ALL: [Operation; 2] = [Operation::ReplacePv, Operation::ResetOperation];
-
-    /// The `operation` label value, as the Go reference spells it.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Operation::ReplacePv => "ReplacePV",
-            Operation::ResetOperation => "ResetOperation",
-        }
-    }
-}
-
-impl fmt::Display for Operation {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
 
 /// The controller's metrics and the registry that exposes them.
 pub struct Metrics {
@@ -65,6 +39,7 @@ pub struct Metrics {
     last_successful_reconcile: Gauge<f64, AtomicU64>,
     linstor_errors: Counter,
     kubernetes_errors: Counter,
+    kubernetes_requests: Counter,
     leading: Gauge,
     cached_pvs: Gauge,
 }
@@ -78,7 +53,7 @@ fn reconciler_labels() -> Labels<1> {
     [("reconciler", RECONCILER)]
 }
 
-fn operation_labels(operation: Operation) -> Labels<1> {
+fn operation_labels(operation: OperationKind) -> Labels<1> {
     [("operation", operation.as_str())]
 }
 
@@ -104,6 +79,7 @@ impl Metrics {
             last_successful_reconcile: Gauge::default(),
             linstor_errors: Counter::default(),
             kubernetes_errors: Counter::default(),
+            kubernetes_requests: Counter::default(),
             leading: Gauge::default(),
             cached_pvs: Gauge::default(),
         };
@@ -168,6 +144,11 @@ impl Metrics {
             self.kubernetes_errors.clone(),
         );
         r.register(
+            "kubernetes_requests",
+            "Number of requests sent to the Kubernetes API",
+            self.kubernetes_requests.clone(),
+        );
+        r.register(
             "leader",
             "Whether this instance holds the leader lease (1) or not (0)",
             self.leading.clone(),
@@ -179,16 +160,16 @@ impl Metrics {
         );
 
         let reconciler = reconciler_labels();
-        self.reconciles.get_or_create(&reconciler);
-        self.reconcile_failures.get_or_create(&reconciler);
-        self.reconcile_duration.get_or_create(&reconciler);
-        for operation in Operation::ALL {
+        self.reconciles.get_or_create_owned(&reconciler);
+        self.reconcile_failures.get_or_create_owned(&reconciler);
+        self.reconcile_duration.get_or_create_owned(&reconciler);
+        for operation in OperationKind::ALL {
             let labels = operation_labels(operation);
-            self.operations.get_or_create(&labels);
-            self.operation_failures.get_or_create(&labels);
-            self.operation_duration.get_or_create(&labels);
+            self.operations.get_or_create_owned(&labels);
+            self.operation_failures.get_or_create_owned(&labels);
+            self.operation_duration.get_or_create_owned(&labels);
             self.operations_per_reconciler
-                .get_or_create(&[("reconciler", RECONCILER), ("operation", operation.as_str())]);
+                .get_or_create_owned(&[("reconciler", RECONCILER), ("operation", operation.as_str())]);
         }
         self
     }
@@ -208,8 +189,8 @@ impl Metrics {
         }
     }
 
-    /// Records one operation; a successful [`Operation::ReplacePv`] also counts a replaced PV.
-    pub fn record_operation(&self, operation: Operation, duration: Duration, succeeded: bool) {
+    /// Records one operation; a successful [`OperationKind::ReplacePv`] also counts a replaced PV.
+    pub fn record_operation(&self, operation: OperationKind, duration: Duration, succeeded: bool) {
         let labels = operation_labels(operation);
         self.operations.get_or_create(&labels).inc();
         self.operations_per_reconciler
@@ -220,7 +201,7 @@ impl Metrics {
             .observe(duration.as_secs_f64());
         if !succeeded {
             self.operation_failures.get_or_create(&labels).inc();
-        } else if operation == Operation::ReplacePv {
+        } else if operation == OperationKind::ReplacePv {
             self.pvs_replaced.inc();
         }
     }
@@ -248,6 +229,12 @@ impl Metrics {
     /// Counts a failed request to the Kubernetes API.
     pub fn record_kubernetes_error(&self) {
         self.kubernetes_errors.inc();
+    }
+
+    /// The counter of requests to the Kubernetes API, for the client's
+    /// service stack (see [`crate::throttle::ThrottleLayer::counting`]).
+    pub fn kubernetes_requests(&self) -> Counter {
+        self.kubernetes_requests.clone()
     }
 
     /// Encodes all metrics in the OpenMetrics text exposition format.
@@ -377,9 +364,9 @@ mod tests {
     #[test]
     fn operations_count_per_operation_and_replaced_pvs() {
         let metrics = Metrics::new();
-        metrics.record_operation(Operation::ReplacePv, Duration::from_millis(10), true);
-        metrics.record_operation(Operation::ReplacePv, Duration::from_millis(10), false);
-        metrics.record_operation(Operation::ResetOperation, Duration::from_millis(10), true);
+        metrics.record_operation(OperationKind::ReplacePv, Duration::from_millis(10), true);
+        metrics.record_operation(OperationKind::ReplacePv, Duration::from_millis(10), false);
+        metrics.record_operation(OperationKind::ResetOperation, Duration::from_millis(10), true);
         let lines = lines(&metrics);
         for line in [
             r#"linstor_affinity_controller_operations_total{operation="ReplacePV"} 2"#,
@@ -419,7 +406,7 @@ mod tests {
 
     #[test]
     fn operation_names_match_the_go_reference() {
-        assert_eq!(Operation::ReplacePv.to_string(), "ReplacePV");
-        assert_eq!(Operation::ResetOperation.as_str(), "ResetOperation");
+        assert_eq!(OperationKind::ReplacePv.to_string(), "ReplacePV");
+        assert_eq!(OperationKind::ResetOperation.as_str(), "ResetOperation");
     }
 }

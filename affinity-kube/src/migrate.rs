@@ -26,17 +26,24 @@ use tracing::{info, warn};
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum MigrateAction {
     /// Copying the saved PV to the volume definition.
-    Copy,
+    Copy {
+        /// The volume definition written.
+        volume_number: u16,
+    },
     /// Deleting the property from the resource definition.
     Delete,
 }
 
 impl fmt::Display for MigrateAction {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            MigrateAction::Copy => "copying the saved PV to",
-            MigrateAction::Delete => "deleting the saved PV property from",
-        })
+        match self {
+            MigrateAction::Copy { volume_number } => {
+                write!(f, "copying the saved PV to volume definition {volume_number}")
+            }
+            MigrateAction::Delete => {
+                f.write_str("deleting the saved PV property from the resource definition")
+            }
+        }
     }
 }
 
@@ -95,26 +102,22 @@ pub enum MigrateError {
         volume_number: u16,
     },
     /// A LINSTOR write failed.
-    #[error("resource definition {resource_definition}: {action} {target}: {source}")]
+    #[error("resource definition {resource_definition}: {action}: {source}")]
     Linstor {
         /// The resource definition holding the property.
         resource_definition: String,
         /// What was attempted.
         action: MigrateAction,
-        /// The object written: "volume definition N" or "the resource definition".
-        target: String,
         /// The LINSTOR error.
         source: linstor_api::Error,
     },
     /// LINSTOR answered a write with success status but error replies.
-    #[error("resource definition {resource_definition}: {action} {target}: LINSTOR rejected it: {reports}")]
+    #[error("resource definition {resource_definition}: {action}: LINSTOR rejected it: {reports}")]
     Rejected {
         /// The resource definition holding the property.
         resource_definition: String,
         /// What was attempted.
         action: MigrateAction,
-        /// The object written: "volume definition N" or "the resource definition".
-        target: String,
         /// The error replies.
         reports: Reports,
     },
@@ -246,17 +249,18 @@ async fn migrate_one(client: &Client, rd: &ResourceDefinition, json: &str) -> Re
                 .collect(),
             ..VolumeDefinitionModify::default()
         };
-        let target = format!("volume definition {number}");
+        let action = MigrateAction::Copy {
+            volume_number: volume.volume_number,
+        };
         let replies = client
             .modify_volume_definition(&rd.name, number, &modify)
             .await
             .map_err(|source| MigrateError::Linstor {
                 resource_definition: rd.name.clone(),
-                action: MigrateAction::Copy,
-                target: target.clone(),
+                action,
                 source,
             })?;
-        check_replies(&rd.name, MigrateAction::Copy, target, replies)?;
+        check_replies(&rd.name, action, replies)?;
     }
     delete_from_resource_definition(client, &rd.name).await?;
     Ok(if present {
@@ -271,30 +275,22 @@ async fn delete_from_resource_definition(client: &Client, rd: &str) -> Result<()
         delete_props: vec![SAVED_PV_PROPERTY.to_owned()],
         ..ResourceDefinitionModify::default()
     };
-    let target = "the resource definition".to_owned();
     let replies = client
         .modify_resource_definition(rd, &modify)
         .await
         .map_err(|source| MigrateError::Linstor {
             resource_definition: rd.to_owned(),
             action: MigrateAction::Delete,
-            target: target.clone(),
             source,
         })?;
-    check_replies(rd, MigrateAction::Delete, target, replies)
+    check_replies(rd, MigrateAction::Delete, replies)
 }
 
-fn check_replies(
-    rd: &str,
-    action: MigrateAction,
-    target: String,
-    replies: Vec<ApiCallRc>,
-) -> Result<(), MigrateError> {
+fn check_replies(rd: &str, action: MigrateAction, replies: Vec<ApiCallRc>) -> Result<(), MigrateError> {
     if replies.iter().any(ApiCallRc::is_error) {
         return Err(MigrateError::Rejected {
             resource_definition: rd.to_owned(),
             action,
-            target,
             reports: Reports(replies.into_iter().filter(ApiCallRc::is_error).collect()),
         });
     }
@@ -423,18 +419,12 @@ mod tests {
             message: "nope".to_owned(),
             ..ApiCallRc::default()
         }];
-        let e = check_replies(
-            "pvc-1",
-            MigrateAction::Delete,
-            "the resource definition".into(),
-            replies,
-        )
-        .unwrap_err();
+        let e = check_replies("pvc-1", MigrateAction::Delete, replies).unwrap_err();
         assert_eq!(
             e.to_string(),
             "resource definition pvc-1: deleting the saved PV property from the resource definition: \
              LINSTOR rejected it: nope"
         );
-        assert!(check_replies("pvc-1", MigrateAction::Copy, String::new(), Vec::new()).is_ok());
+        assert!(check_replies("pvc-1", MigrateAction::Copy { volume_number: 0 }, Vec::new()).is_ok());
     }
 }

@@ -18,12 +18,21 @@ pub enum OperationKind {
 }
 
 impl OperationKind {
-    /// The metric label of the operation.
+    /// Every kind, so that metric series exist from the start.
+    pub const ALL: [OperationKind; 2] = [Self::ReplacePv, Self::ResetOperation];
+
+    /// The metric label of the operation, as the reference spells it.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::ReplacePv => "ReplacePV",
             Self::ResetOperation => "ResetOperation",
         }
+    }
+}
+
+impl std::fmt::Display for OperationKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 

@@ -144,8 +144,8 @@ pub enum ReplaceError {
         pv: String,
         /// The step that failed.
         step: &'static str,
-        /// The API error.
-        source: kube::Error,
+        /// The API error (boxed: it is large).
+        source: Box<kube::Error>,
     },
     /// The live PV is not the one the decision was about.
     #[error("PV {pv} changed since the decision (uid {found:?}, expected {expected:?}); deciding again")]
@@ -413,6 +413,6 @@ fn kube_error(pv: &str, step: &'static str, source: kube::Error) -> ReplaceError
     ReplaceError::Kubernetes {
         pv: pv.to_owned(),
         step,
-        source,
+        source: Box::new(source),
     }
 }

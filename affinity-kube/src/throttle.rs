@@ -2,6 +2,7 @@
 //! (`qps` tokens per second, at most `burst` saved up) in the client's
 //! service stack, which also holds every request back for as long as the
 //! API server asked with a `429 Too Many Requests` answer's `Retry-After`.
+//! It can also count the requests, for the metrics.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -9,6 +10,7 @@ use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use http::{Request, Response, StatusCode};
+use prometheus_client::metrics::counter::Counter;
 use tokio::time::{Instant, Sleep};
 use tower::{Layer, Service};
 use tracing::warn;
@@ -21,10 +23,11 @@ const MAX_RETRY_AFTER: Duration = Duration::from_secs(60);
 /// Throttle settings: `qps` requests per second on average, bursts of up to
 /// `burst`. A `qps` of zero or less turns throttling off (429 answers are
 /// still honoured).
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Debug)]
 pub struct ThrottleLayer {
     qps: f64,
     burst: u32,
+    requests: Option<Counter>,
 }
 
 impl ThrottleLayer {
@@ -33,7 +36,14 @@ impl ThrottleLayer {
         Self {
             qps,
             burst: burst.max(1),
+            requests: None,
         }
+    }
+
+    /// Also counts every request sent in `requests`.
+    pub fn counting(mut self, requests: Counter) -> Self {
+        self.requests = Some(requests);
+        self
     }
 }
 
@@ -47,6 +57,7 @@ impl<S> Layer<S> for ThrottleLayer {
             holding: None,
             ready: false,
             blocked: BlockedUntil::default(),
+            requests: self.requests.clone(),
         }
     }
 }
@@ -113,6 +124,7 @@ pub struct Throttle<S> {
     /// A token was taken for the next call.
     ready: bool,
     blocked: BlockedUntil,
+    requests: Option<Counter>,
 }
 
 impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for Throttle<S>
@@ -145,6 +157,9 @@ where
 
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
         self.ready = false;
+        if let Some(requests) = &self.requests {
+            requests.inc();
+        }
         let blocked = self.blocked.clone();
         let response = self.inner.call(request);
         Box::pin(async move {
@@ -226,7 +241,10 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn requests_beyond_the_burst_wait_for_tokens() {
-        let mut service = ThrottleLayer::new(2.0, 2).layer(answering(200, None));
+        let requests = Counter::default();
+        let mut service = ThrottleLayer::new(2.0, 2)
+            .counting(requests.clone())
+            .layer(answering(200, None));
         let start = Instant::now();
         for _ in 0..4 {
             service
@@ -239,6 +257,7 @@ mod tests {
         }
         // Two from the burst, two more at 2 per second.
         assert_eq!(start.elapsed(), Duration::from_secs(1));
+        assert_eq!(requests.get(), 4);
     }
 
     #[tokio::test(start_paused = true)]

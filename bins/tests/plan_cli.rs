@@ -399,3 +399,151 @@ fn grace_period_and_property_namespace_flags_apply() {
     assert_eq!(report["summary"]["skip"], 2);
     assert_eq!(report["volumes"][0]["skipReason"], "grace-period");
 }
+
+#[test]
+fn from_dir_and_kubeconfig_flags_exclude_each_other() {
+    // Usage errors exit 1: exit code 2 means that volumes need attention.
+    for flag in ["--kubeconfig", "--context", "--cluster", "--user"] {
+        let output = plan(&example(), &[flag, "x"]).code(1).get_output().clone();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains("cannot be used with"), "{flag}: {stderr}");
+    }
+}
+
+/// A port nothing listens on.
+fn closed_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().port()
+}
+
+/// A kubeconfig file naming an API server on a closed port.
+fn unreachable_kubeconfig(dir: &Path) -> PathBuf {
+    let path = dir.join("kubeconfig");
+    let server = format!("https://127.0.0.1:{}", closed_port());
+    let config = json!({
+        "apiVersion": "v1", "kind": "Config", "current-context": "test",
+        "clusters": [{"name": "test", "cluster": {"server": server}}],
+        "users": [{"name": "test", "user": {"token": "secret"}}],
+        "contexts": [{"name": "test", "context": {"cluster": "test", "user": "test"}}],
+    });
+    std::fs::write(&path, config.to_string()).unwrap();
+    path
+}
+
+fn live(args: &[&str], kubeconfig: &Path, linstor: &str) -> assert_cmd::assert::Assert {
+    Command::cargo_bin("linstor-affinity")
+        .unwrap()
+        .args(args)
+        .arg("--kubeconfig")
+        .arg(kubeconfig)
+        .env("LS_CONTROLLERS", linstor)
+        .env_remove("KUBECONFIG")
+        .timeout(std::time::Duration::from_secs(60))
+        .assert()
+}
+
+#[test]
+fn live_plan_with_unreachable_sources_exits_1_naming_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = unreachable_kubeconfig(dir.path());
+    let linstor = format!("http://127.0.0.1:{}", closed_port());
+    let output = live(&["plan"], &kubeconfig, &linstor)
+        .code(1)
+        .get_output()
+        .clone();
+    assert!(output.stdout.is_empty());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("Kubernetes API server https://127.0.0.1:"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("listing PersistentVolumes"), "{stderr}");
+    assert!(
+        stderr.contains("cannot connect to any LINSTOR controller"),
+        "{stderr}"
+    );
+    assert!(stderr.contains(&linstor), "{stderr}");
+
+    // Bad configurations are named too.
+    let missing = dir.path().join("missing");
+    let output = live(&["plan"], &missing, &linstor).code(1).get_output().clone();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains(&format!("kubeconfig {}", missing.display())),
+        "{stderr}"
+    );
+    let output = live(&["plan", "--context", "nope"], &kubeconfig, &linstor)
+        .code(1)
+        .get_output()
+        .clone();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("context \"nope\""), "{stderr}");
+    let output = live(&["plan"], &kubeconfig, "http://[::1")
+        .code(1)
+        .get_output()
+        .clone();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("LS_CONTROLLERS"), "{stderr}");
+}
+
+#[test]
+fn replace_without_a_terminal_needs_yes() {
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = unreachable_kubeconfig(dir.path());
+    let linstor = format!("http://127.0.0.1:{}", closed_port());
+    // Refused before anything is contacted.
+    let output = live(&["replace", "pvc-x"], &kubeconfig, &linstor)
+        .code(1)
+        .get_output()
+        .clone();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("standard input is not a terminal"), "{stderr}");
+    assert!(stderr.contains("--yes"), "{stderr}");
+    assert!(!stderr.contains("Kubernetes API server"), "{stderr}");
+    // With --yes it goes on, and names what cannot be reached.
+    let output = live(&["replace", "pvc-x", "--yes"], &kubeconfig, &linstor)
+        .code(1)
+        .get_output()
+        .clone();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("Kubernetes API server https://127.0.0.1:"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn help_explains_live_and_offline_modes_and_exit_codes() {
+    let help = |command: &str| {
+        let output = Command::cargo_bin("linstor-affinity")
+            .unwrap()
+            .args([command, "--help"])
+            .assert()
+            .code(0)
+            .get_output()
+            .clone();
+        String::from_utf8(output.stdout).unwrap()
+    };
+    let plan_help = help("plan");
+    for text in [
+        "--from-dir",
+        "--kubeconfig",
+        "--context",
+        "LS_CONTROLLERS",
+        "Exit codes",
+        "live",
+    ] {
+        assert!(plan_help.contains(text), "plan --help lacks {text}");
+    }
+    let replace_help = help("replace");
+    for text in [
+        "--yes",
+        "--kubeconfig",
+        "--grace-period",
+        "LS_CONTROLLERS",
+        "Exit codes",
+    ] {
+        assert!(replace_help.contains(text), "replace --help lacks {text}");
+    }
+    assert!(!replace_help.contains("--from-dir"));
+}

@@ -222,14 +222,15 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         return migrate(&linstor).await;
     }
     let config = cli.kube.config().await.map_err(|e| failure(EXIT_CONFIG, e))?;
+    let metrics = Arc::new(Metrics::new());
+    let throttle = ThrottleLayer::new(cli.kube_api_qps, cli.kube_api_burst).counting(metrics.kubernetes_requests());
     let kube = kube::client::ClientBuilder::try_from(config)
         .map_err(|e| failure(EXIT_CONFIG, format!("Kubernetes client: {e}")))?
-        .with_layer(&ThrottleLayer::new(cli.kube_api_qps, cli.kube_api_burst))
+        .with_layer(&throttle)
         .build();
     let shutdown = CancellationToken::new();
     tokio::spawn(cancel_on_signal(shutdown.clone()));
 
-    let metrics = Arc::new(Metrics::new());
     let readiness = Readiness::new();
     let (health_address, health) = bind_health(&cli.bind_address, readiness.clone(), shutdown.clone())
         .await
