@@ -50,10 +50,12 @@ pub fn encode_saved_pv(pv: &PersistentVolume) -> Result<String, serde_json::Erro
 #[derive(Debug, thiserror::Error)]
 pub enum SavedStateError {
     /// The property is not a PersistentVolume JSON document.
-    #[error("saved PV of volume {volume} is not a PersistentVolume JSON document: {source}")]
+    #[error("saved PV of volume {volume} is not a PersistentVolume JSON document ({text:?}): {source}")]
     InvalidJson {
         /// The volume whose property holds it.
         volume: VolumeId,
+        /// The property's text, abbreviated to [`SHOWN_TEXT_CHARS`] characters.
+        text: String,
         /// The decoder's error, with line and column.
         source: serde_json::Error,
     },
@@ -93,11 +95,23 @@ pub enum SavedStateError {
     },
 }
 
+/// How much of an unreadable saved PV an error shows.
+pub const SHOWN_TEXT_CHARS: usize = 64;
+
+/// `text`, cut to [`SHOWN_TEXT_CHARS`] characters and marked when cut.
+fn abbreviated(text: &str) -> String {
+    match text.char_indices().nth(SHOWN_TEXT_CHARS) {
+        Some((end, _)) => format!("{}...", &text[..end]),
+        None => text.to_owned(),
+    }
+}
+
 /// Decodes saved replace state found on `volume` and checks that it is a
 /// named LINSTOR CSI PV of that very volume.
 pub fn decode_saved_pv(json: &str, volume: &VolumeId) -> Result<PersistentVolume, SavedStateError> {
     let pv: PersistentVolume = serde_json::from_str(json).map_err(|source| SavedStateError::InvalidJson {
         volume: volume.clone(),
+        text: abbreviated(json),
         source,
     })?;
     let name = match pv.metadata.name.as_deref() {
@@ -273,5 +287,17 @@ mod tests {
             let err = decode_saved_pv(json, &volume).unwrap_err().to_string();
             assert!(err.contains(needle) && err.contains("pvc-1/2"), "{json}: {err}");
         }
+    }
+
+    #[test]
+    fn an_unreadable_saved_pv_is_shown_abbreviated() {
+        let volume = VolumeId::new("pvc-1", 0);
+        let err = decode_saved_pv("{not json", &volume).unwrap_err().to_string();
+        assert!(err.contains("\"{not json\""), "{err}");
+        let long = format!("{{{}", "é".repeat(200));
+        let err = decode_saved_pv(&long, &volume).unwrap_err().to_string();
+        let shown = format!("\"{{{}...\"", "é".repeat(SHOWN_TEXT_CHARS - 1));
+        assert!(err.contains(&shown), "{err}");
+        assert!(!err.contains(&"é".repeat(SHOWN_TEXT_CHARS)), "{err}");
     }
 }

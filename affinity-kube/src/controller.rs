@@ -8,7 +8,7 @@
 //!   most `workers` in parallel, the pass bounded by `timeout`. Each
 //!   operation reads its PV fresh and decides again before writing.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -116,8 +116,10 @@ pub struct Controller {
     classes: Arc<StorageClassCache>,
     protocol: ReplaceProtocol<linstor_api::Client>,
     property_namespace: Mutex<Option<String>>,
-    /// Last warning reported per PV, so a warning is not repeated every pass.
-    warned: Mutex<HashMap<String, String>>,
+    /// Warnings reported and still current, as (PV, message), so a warning
+    /// is not repeated every pass. The message is part of the key because
+    /// volumes whose PV is gone share the empty PV name.
+    warned: Mutex<HashSet<(String, String)>>,
     /// When this instance last wrote to a resource definition's PVs.
     own_writes: Mutex<HashMap<String, Instant>>,
 }
@@ -316,24 +318,24 @@ impl Controller {
         let fresh: Vec<_> = {
             let mut warned = lock(&self.warned);
             if full {
-                let current: BTreeSet<&str> = work.warnings.iter().map(|w| w.pv.as_str()).collect();
-                warned.retain(|pv, _| current.contains(pv.as_str()));
+                let current: BTreeSet<(&str, &str)> = work
+                    .warnings
+                    .iter()
+                    .map(|w| (w.pv.as_str(), w.message.as_str()))
+                    .collect();
+                warned.retain(|(pv, message)| current.contains(&(pv.as_str(), message.as_str())));
             }
             work.warnings
                 .iter()
-                .filter(|warning| {
-                    let known = warned.get(&warning.pv) == Some(&warning.message);
-                    if !known {
-                        warned.insert(warning.pv.clone(), warning.message.clone());
-                    }
-                    !known
-                })
+                .filter(|warning| warned.insert((warning.pv.clone(), warning.message.clone())))
                 .cloned()
                 .collect()
         };
         for warning in fresh {
             warn!(pv = %warning.pv, message = %warning.message, "PV left unchanged");
-            if self.parts.leadership.is_leading() {
+            // Unreadable saved state of a volume whose PV is gone names no
+            // PV: there is nothing to post the event about.
+            if self.parts.leadership.is_leading() && !warning.pv.is_empty() {
                 let uid = self.pvs.get(&warning.pv).and_then(|pv| pv.metadata.uid.clone());
                 warn_about_pv(
                     &self.parts.kube,
@@ -396,16 +398,16 @@ impl Controller {
         };
         let action = decide_again(snapshot, classes, settings, &operation.volume, live.as_ref());
         lock(&self.own_writes).insert(operation.volume.resource_definition.clone(), Instant::now());
-        let (kind, result) = match action {
-            Some(Action::Replace(replacement)) => (
+        let (kind, result) = match (action, live.as_ref()) {
+            (Some(Action::Replace(replacement)), _) => (
                 OperationKind::ReplacePv,
                 self.protocol.run(&operation.volume, &replacement).await.map(drop),
             ),
-            Some(Action::ClearSavedState) => (
+            (Some(Action::ClearSavedState), Some(live)) => (
                 OperationKind::ResetOperation,
-                self.protocol.clear_intent(&operation.volume, &operation.pv).await,
+                self.protocol.clear_intent(&operation.volume, live).await,
             ),
-            other => {
+            (other, _) => {
                 debug!(pv = %operation.pv, decision = ?other, "nothing to do any more");
                 return true;
             }
@@ -427,6 +429,8 @@ impl Controller {
     }
 
     fn record(&self, kind: OperationKind, started: Instant, succeeded: bool) {
-        self.parts.metrics.record_operation(kind, started.elapsed(), succeeded);
+        self.parts
+            .metrics
+            .record_operation(kind, started.elapsed(), succeeded);
     }
 }

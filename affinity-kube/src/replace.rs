@@ -48,6 +48,9 @@ const DELETION_POLL: Duration = Duration::from_millis(50);
 /// Attempts of a request the API server answers with 429, and the first pause.
 const THROTTLED_ATTEMPTS: u32 = 6;
 const THROTTLED_PAUSE: Duration = Duration::from_millis(250);
+/// When and how often to check that a nudged claim was bound again.
+const REBIND_CHECK_AFTER: Duration = Duration::from_secs(2);
+const REBIND_CHECKS: u32 = 3;
 
 /// A step of the protocol, reported to a [`StepObserver`] once done.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -136,7 +139,7 @@ pub enum ReplaceError {
     },
     /// The intent log could not be written.
     #[error(transparent)]
-    Intent(#[from] IntentLogError),
+    Intent(#[from] Box<IntentLogError>),
     /// A Kubernetes request failed.
     #[error("PV {pv}: {step}: {source}")]
     Kubernetes {
@@ -218,10 +221,14 @@ impl<L: IntentLog> ReplaceProtocol<L> {
         self
     }
 
-    /// Removes the intent of a replace that finished (the "reset" operation).
-    pub async fn clear_intent(&self, volume: &VolumeId, pv: &str) -> Result<(), ReplaceError> {
+    /// Removes the intent of a replace that finished (the "reset"
+    /// operation), `live` being the PV it left. The claim is nudged first:
+    /// the replace may have stopped before it was.
+    pub async fn clear_intent(&self, volume: &VolumeId, live: &PersistentVolume) -> Result<(), ReplaceError> {
+        let pv = live.metadata.name.as_deref().unwrap_or_default();
         self.ensure_leading(pv, "clearing the intent")?;
-        self.intents.clear(volume).await?;
+        self.nudge_claim(live).await;
+        self.intents.clear(volume).await.map_err(Box::new)?;
         info!(%pv, %volume, "saved state of a finished replace removed");
         Ok(())
     }
@@ -264,7 +271,7 @@ impl<L: IntentLog> ReplaceProtocol<L> {
             source,
         })?;
         self.ensure_leading(&name, "saving the intent")?;
-        self.intents.save(volume, &intent).await?;
+        self.intents.save(volume, &intent).await.map_err(Box::new)?;
         self.done(&name, ReplaceStep::IntentSaved).await;
         if let Some(retired) = &replacement.retire {
             self.retire(retired).await?;
@@ -280,7 +287,7 @@ impl<L: IntentLog> ReplaceProtocol<L> {
             self.nudge_claim(&applied).await;
         }
         self.ensure_leading(&name, "clearing the intent")?;
-        self.intents.clear(volume).await?;
+        self.intents.clear(volume).await.map_err(Box::new)?;
         self.done(&name, ReplaceStep::IntentCleared).await;
         announce_replacement(&self.client, &applied, &self.instance).await;
         info!(pv = %name, %volume, trigger = ?replacement.trigger, "PV replaced");
@@ -365,25 +372,47 @@ impl<L: IntentLog> ReplaceProtocol<L> {
     async fn nudge_claim(&self, pv: &PersistentVolume) {
         let claim = pv.spec.as_ref().and_then(|spec| spec.claim_ref.as_ref());
         let (Some(namespace), Some(claim_name)) = (
-            claim.and_then(|c| c.namespace.as_deref()),
-            claim.and_then(|c| c.name.as_deref()),
+            claim.and_then(|c| c.namespace.clone()),
+            claim.and_then(|c| c.name.clone()),
         ) else {
             return;
         };
-        let claims: Api<PersistentVolumeClaim> = Api::namespaced(self.client.clone(), namespace);
+        let claims: Api<PersistentVolumeClaim> = Api::namespaced(self.client.clone(), &namespace);
         // A new value every time: re-writing the same value triggers nothing.
         let stamp = pv
             .metadata
             .uid
             .clone()
             .unwrap_or_else(|| pv.metadata.resource_version.clone().unwrap_or_default());
-        let nudge = json!({ "metadata": { "annotations": { REBIND_ANNOTATION: stamp } } });
-        if let Err(error) = claims
-            .patch(claim_name, &PatchParams::default(), &Patch::Merge(&nudge))
-            .await
-        {
-            warn!(%namespace, claim = %claim_name, %error, "could not nudge the claim");
-        }
+        nudge(&claims, &claim_name, &stamp).await;
+        // The binder may see the nudge before the new PV and mark the claim
+        // Lost; then only a later update (or its 15 s resync) binds it.
+        // Check back without holding up the protocol.
+        let leadership = self.leadership.clone();
+        tokio::spawn(async move {
+            for attempt in 1..=REBIND_CHECKS {
+                tokio::time::sleep(REBIND_CHECK_AFTER).await;
+                let phase = match claims.get_opt(&claim_name).await {
+                    Ok(Some(claim)) => claim.status.and_then(|status| status.phase),
+                    _ => return,
+                };
+                if phase.as_deref() == Some("Bound") || !leadership.is_leading() {
+                    return;
+                }
+                debug!(%namespace, claim = %claim_name, attempt, ?phase, "claim not bound yet; nudging again");
+                nudge(&claims, &claim_name, &format!("{stamp}-{attempt}")).await;
+            }
+        });
+    }
+}
+
+/// Sets the rebind annotation of claim `name` to `stamp`. Best effort.
+async fn nudge(claims: &Api<PersistentVolumeClaim>, name: &str, stamp: &str) {
+    let nudge = json!({ "metadata": { "annotations": { REBIND_ANNOTATION: stamp } } });
+    let patch = PatchParams::default();
+    let nudge = Patch::Merge(&nudge);
+    if let Err(error) = retry_throttled(|| claims.patch(name, &patch, &nudge)).await {
+        warn!(claim = %name, %error, "could not nudge the claim");
     }
 }
 

@@ -113,7 +113,13 @@ struct Controller {
 impl Controller {
     async fn line(&self, needle: &str) -> String {
         for _ in 0..6000 {
-            if let Some(line) = self.lines.lock().unwrap().iter().find(|line| line.contains(needle)) {
+            if let Some(line) = self
+                .lines
+                .lock()
+                .unwrap()
+                .iter()
+                .find(|line| line.contains(needle))
+            {
                 return line.clone();
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -161,7 +167,9 @@ fn linstor_requests(sim: &Simulator) -> u64 {
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let args = Args::parse();
-    let env = TestEnv::setup("bench").await.expect("no Kubernetes cluster: set K8S_BIN_DIR");
+    let env = TestEnv::setup("bench")
+        .await
+        .expect("no Kubernetes cluster: set K8S_BIN_DIR");
     let nodes: Vec<String> = (0..3).map(|i| env.name(&format!("n{i}"))).collect();
     for (i, node) in nodes.iter().enumerate() {
         env.create_node_with_labels(
@@ -198,7 +206,9 @@ async fn main() {
         resource_definitions: names
             .iter()
             .enumerate()
-            .map(|(i, name)| SimResourceDefinition::new(name, 1 << 20).resource(SimResource::diskful(home(i))))
+            .map(|(i, name)| {
+                SimResourceDefinition::new(name, 1 << 20).resource(SimResource::diskful(home(i)))
+            })
             .collect(),
         ..SimState::default()
     };
@@ -334,7 +344,10 @@ async fn main() {
             let moved: Vec<&PersistentVolume> = current
                 .iter()
                 .filter(|pv| {
-                    pv.metadata.name.as_ref().is_some_and(|name| drifted.contains(name))
+                    pv.metadata
+                        .name
+                        .as_ref()
+                        .is_some_and(|name| drifted.contains(name))
                         && affinity_node(pv) == Some(target.as_str())
                 })
                 .collect();
@@ -354,14 +367,17 @@ async fn main() {
             }
             if replaced_at.is_some() {
                 let claims = pvcs.list(&label).await.unwrap().items;
-                let all_bound = claims.iter().all(|pvc| {
-                    pvc.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Bound")
-                });
+                let all_bound = claims
+                    .iter()
+                    .all(|pvc| pvc.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Bound"));
                 if all_bound {
                     break start.elapsed();
                 }
             }
-            assert!(start.elapsed() < Duration::from_secs(600), "drift did not converge");
+            assert!(
+                start.elapsed() < Duration::from_secs(600),
+                "drift did not converge"
+            );
             tokio::time::sleep(Duration::from_millis(100)).await;
         };
         let after = metrics(&address).await;

@@ -140,7 +140,10 @@ fn assert_no_linstor_deletion(scenario: &Scenario, names: &[String], node: &str)
                 definition.resources
             );
             assert!(
-                definition.volume_definitions.iter().any(|vd| vd.volume_number == 0),
+                definition
+                    .volume_definitions
+                    .iter()
+                    .any(|vd| vd.volume_number == 0),
                 "{name}: volume definition 0 gone"
             );
         }
@@ -247,10 +250,7 @@ async fn crash_after(step: ReplaceStep) {
     let claim = bound.pvc.metadata.name.clone().unwrap();
     let original = mark(&scenario, &pv_name).await;
     let original_uid = original.metadata.uid.clone().unwrap();
-    eprintln!(
-        "{step}: original annotations {:?}",
-        original.metadata.annotations
-    );
+    eprintln!("{step}: original annotations {:?}", original.metadata.annotations);
 
     let mut first = scenario.controller(&["--debug-halt-after", step.as_str()]);
     let line = first
@@ -268,12 +268,9 @@ async fn crash_after(step: ReplaceStep) {
     let restarted = Instant::now();
     let result = scenario
         .env
-        .try_wait_for(
-            &scenario.env.pvs(),
-            &pv_name,
-            Duration::from_secs(90),
-            |pv| converged(pv, &original_uid, scenario.node(1)),
-        )
+        .try_wait_for(&scenario.env.pvs(), &pv_name, Duration::from_secs(90), |pv| {
+            converged(pv, &original_uid, scenario.node(1))
+        })
         .await;
     let replaced = match result {
         Ok(pv) => pv,
@@ -286,11 +283,16 @@ async fn crash_after(step: ReplaceStep) {
             )
         }
     };
+    let pv_converged = restarted.elapsed();
     let deadline = Instant::now() + Duration::from_secs(60);
     while scenario.saved_pv(&pv_name).is_some() {
         if Instant::now() >= deadline {
             logs.push(second.log());
-            fail(&scenario, &logs, &format!("{step}: intent of {pv_name} not cleared"));
+            fail(
+                &scenario,
+                &logs,
+                &format!("{step}: intent of {pv_name} not cleared"),
+            );
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -298,7 +300,7 @@ async fn crash_after(step: ReplaceStep) {
 
     let pvc = scenario.env.wait_for_pvc_phase(&claim, "Bound").await;
     eprintln!(
-        "{step}: PV replaced and claim bound {:?} after the restart",
+        "{step}: after the restart, PV replaced in {pv_converged:?}, claim bound in {:?}",
         restarted.elapsed()
     );
     assert_eq!(
@@ -400,6 +402,14 @@ impl MassState {
         })
     }
 
+    /// The UID of every PV.
+    fn uids(&self) -> BTreeMap<String, Option<String>> {
+        self.pvs
+            .iter()
+            .map(|(name, pv)| (name.clone(), pv.metadata.uid.clone()))
+            .collect()
+    }
+
     /// Names of the volumes not finished yet: PV not replaced, or claim not bound to it.
     fn unfinished<'a>(&self, originals: &'a [Original], node: &str) -> Vec<&'a str> {
         originals
@@ -456,11 +466,29 @@ async fn many_replaces_survive_repeated_kills() {
     }
 
     let flags = ["--workers", "10"];
+    let node = scenario.node(1).to_owned();
     let started = Instant::now();
+    let mut converged_at = None;
     let mut logs = Vec::new();
     let mut controller = scenario.controller(&flags);
     for kill in 1..=KILLS {
-        tokio::time::sleep(KILL_EVERY).await;
+        // Watch the progress while the controller runs.
+        let run_until = Instant::now() + KILL_EVERY;
+        while Instant::now() < run_until {
+            if converged_at.is_none()
+                && let Ok(state) = MassState::read(&scenario).await
+                && state.unfinished(&originals, &node).is_empty()
+                && saved_intents(&scenario) == 0
+            {
+                converged_at = Some((started.elapsed(), state.uids()));
+            }
+            tokio::time::sleep(
+                run_until
+                    .saturating_duration_since(Instant::now())
+                    .min(Duration::from_millis(500)),
+            )
+            .await;
+        }
         controller.kill();
         let replaced = controller.count("PV replaced");
         logs.push(controller.log());
@@ -472,7 +500,8 @@ async fn many_replaces_survive_repeated_kills() {
         controller = scenario.controller(&flags);
     }
 
-    let node = scenario.node(1).to_owned();
+    // Whether or not all converged before the last kill, the last
+    // controller must bring (or keep) every volume there.
     let mut last_report = Instant::now();
     let state = loop {
         let state = match MassState::read(&scenario).await {
@@ -488,6 +517,8 @@ async fn many_replaces_survive_repeated_kills() {
         if unfinished.is_empty() && intents == 0 {
             break state;
         }
+        // Not converged now: an earlier observation does not count.
+        converged_at = None;
         if started.elapsed() > MASS_TIMEOUT {
             logs.push(controller.log());
             let shown: Vec<String> = unfinished
@@ -527,10 +558,17 @@ async fn many_replaces_survive_repeated_kills() {
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     };
+    let converged_at = match converged_at {
+        Some((at, uids)) => {
+            assert_eq!(uids, state.uids(), "PVs replaced again after all had converged");
+            at
+        }
+        None => started.elapsed(),
+    };
     eprintln!(
-        "mass run: all {MASS} PVs replaced and bound {:?} after the first start ({KILLS} kills, {:?} apart)",
-        started.elapsed(),
-        KILL_EVERY
+        "mass run: all {MASS} PVs replaced and bound {converged_at:?} after the first start \
+         ({KILLS} kills, {KILL_EVERY:?} apart; checked again {:?} after the first start)",
+        started.elapsed()
     );
 
     for original in &originals {
@@ -549,4 +587,3 @@ async fn many_replaces_survive_repeated_kills() {
     drop(controller);
     scenario.env.cleanup().await;
 }
-

@@ -8,12 +8,30 @@ mod support;
 
 use std::time::Duration;
 
-use kube_harness::{BoundVolume, VolumeOptions};
+use affinity_core::k8s_openapi::api::core::v1::PersistentVolume;
+use affinity_core::names::{SAVED_PV_PROPERTY, SKIP_ANNOTATION, SKIP_PROPERTY};
+use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
+use kube_harness::{BoundVolume, VolumeOptions, persistent_volume};
 use linstor_api::sim::{SimResource, SimResourceDefinition, SimVolumeDefinition};
-use support::{Scenario, affinity_nodes, linstor_affinity};
+use serde_json::json;
+use support::{ControllerProcess, Scenario, affinity_nodes, linstor_affinity};
 
 /// How long a test waits for a replace it expects.
 const REPLACE_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a test waits for a few reconcile passes (one a second when idle).
+const PASSES_TIMEOUT: Duration = Duration::from_secs(60);
+/// A CSI driver that is not LINSTOR's.
+const OTHER_DRIVER: &str = "other.csi.example.com";
+
+/// A StorageClass of local-only volumes.
+async fn local_class(scenario: &Scenario) -> String {
+    scenario
+        .storage_class(
+            "local",
+            &[("linstor.csi.linbit.com/allowRemoteVolumeAccess", "false")],
+        )
+        .await
+}
 
 /// A bound volume of `class` with CSI volume handle `handle`, its affinity on node `pv_on`.
 async fn volume_with_handle(
@@ -41,14 +59,14 @@ fn uid(bound: &BoundVolume) -> String {
     bound.pv.metadata.uid.clone().unwrap()
 }
 
-fn handle(pv: &affinity_core::k8s_openapi::api::core::v1::PersistentVolume) -> Option<String> {
+fn handle(pv: &PersistentVolume) -> Option<String> {
     pv.spec
         .as_ref()
         .and_then(|spec| spec.csi.as_ref())
         .map(|csi| csi.volume_handle.clone())
 }
 
-fn claim_name(pv: &affinity_core::k8s_openapi::api::core::v1::PersistentVolume) -> Option<String> {
+fn claim_name(pv: &PersistentVolume) -> Option<String> {
     pv.spec
         .as_ref()
         .and_then(|spec| spec.claim_ref.as_ref())
@@ -60,14 +78,10 @@ async fn every_volume_of_a_moved_resource_definition_is_replaced() {
     let Some(scenario) = Scenario::new("volumes-multi", 2).await else {
         return;
     };
-    let class = scenario
-        .storage_class(
-            "local",
-            &[("linstor.csi.linbit.com/allowRemoteVolumeAccess", "false")],
-        )
-        .await;
+    let class = local_class(&scenario).await;
     let rd = scenario.env.name("rd");
-    let mut definition = SimResourceDefinition::new(&rd, 1 << 20).resource(SimResource::diskful(scenario.node(0)));
+    let mut definition =
+        SimResourceDefinition::new(&rd, 1 << 20).resource(SimResource::diskful(scenario.node(0)));
     definition.volume_definitions.push(SimVolumeDefinition {
         volume_number: 1,
         size_kib: 1 << 20,
@@ -112,10 +126,232 @@ async fn every_volume_of_a_moved_resource_definition_is_replaced() {
         definition
             .volume_definitions
             .iter()
-            .map(|vd| vd.props.get(affinity_core::names::SAVED_PV_PROPERTY).cloned())
+            .map(|vd| vd.props.get(SAVED_PV_PROPERTY).cloned())
             .collect()
     });
     assert_eq!(saved, [None, None]);
     assert_eq!(controller.count("PV replaced"), 2, "{}", controller.log());
+    scenario.env.cleanup().await;
+}
+
+/// Starts the controller, waits until the drifted volume `control` is
+/// replaced (so the controller decided for every PV at least once) and for
+/// three more full passes; returns the running controller.
+async fn run_until_control_replaced(scenario: &Scenario, control: &BoundVolume) -> ControllerProcess {
+    let controller = scenario.controller(&[]);
+    wait_until_replaced(scenario, &controller, control).await;
+    controller.wait_for_full_passes(3, PASSES_TIMEOUT).await;
+    controller
+}
+
+/// Waits until `bound`'s PV has been replaced by the running `controller`.
+async fn wait_until_replaced(scenario: &Scenario, controller: &ControllerProcess, bound: &BoundVolume) {
+    let pv_name = name(bound);
+    let old_uid = uid(bound);
+    let replaced = scenario
+        .env
+        .try_wait_for(&scenario.env.pvs(), &pv_name, REPLACE_TIMEOUT, |pv| {
+            pv.metadata.uid.as_deref() != Some(old_uid.as_str()) && affinity_nodes(pv) == [scenario.node(1)]
+        })
+        .await;
+    if let Err(observed) = replaced {
+        panic!(
+            "{pv_name} not replaced within {REPLACE_TIMEOUT:?}; last observed:\n{observed}\nlog:\n{}",
+            controller.log()
+        );
+    }
+}
+
+/// Asserts that PV `before` (as read before the controller started) is
+/// still the same object with the same affinity, and that the controller
+/// neither replaced it nor saved an intent for it on resource definition `rd`.
+async fn assert_left_alone(
+    scenario: &Scenario,
+    controller: &ControllerProcess,
+    before: &PersistentVolume,
+    rd: &str,
+) {
+    let pv_name = before.metadata.name.clone().unwrap();
+    let now = scenario.env.pvs().get(&pv_name).await.unwrap();
+    assert_eq!(now.metadata.uid, before.metadata.uid, "{pv_name} was replaced");
+    assert_eq!(
+        now.spec.as_ref().and_then(|spec| spec.node_affinity.clone()),
+        before.spec.as_ref().and_then(|spec| spec.node_affinity.clone()),
+        "{pv_name}: affinity changed"
+    );
+    assert_eq!(now.metadata.annotations, before.metadata.annotations, "{pv_name}");
+    assert_eq!(
+        now.spec
+            .as_ref()
+            .and_then(|spec| spec.persistent_volume_reclaim_policy.clone()),
+        before
+            .spec
+            .as_ref()
+            .and_then(|spec| spec.persistent_volume_reclaim_policy.clone()),
+        "{pv_name}: reclaim policy changed"
+    );
+    let replaced = controller.plain_lines_with(&["PV replaced", &format!("pv={pv_name} ")]);
+    assert!(replaced.is_empty(), "{replaced:?}");
+    assert!(scenario.saved_pv(rd).is_none(), "intent saved for {rd}");
+}
+
+/// Asserts that the controller logged skipping PV `pv_name` because of `reason`.
+fn assert_skipped_for(controller: &ControllerProcess, pv_name: &str, reason: &str) {
+    let skipped = controller.plain_lines_with(&["skipped", &format!("pv={pv_name} "), reason]);
+    assert!(
+        !skipped.is_empty(),
+        "no log line skipping {pv_name} for {reason:?}; log:\n{}",
+        controller.log()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_skip_annotation_keeps_a_drifted_pv() {
+    let Some(scenario) = Scenario::new("volumes-skip-annotation", 2).await else {
+        return;
+    };
+    let class = local_class(&scenario).await;
+    let skipped = scenario.volume("skipped", &class, 0, 1).await;
+    let control = scenario.volume("control", &class, 0, 1).await;
+    let skipped_name = name(&skipped);
+    let patch = json!({"metadata": {"annotations": {SKIP_ANNOTATION: "true"}}});
+    let before = scenario
+        .env
+        .pvs()
+        .patch(&skipped_name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap();
+
+    let controller = run_until_control_replaced(&scenario, &control).await;
+    assert_left_alone(&scenario, &controller, &before, &skipped_name).await;
+    assert_skipped_for(&controller, &skipped_name, "skip annotation");
+    scenario.env.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_skip_property_keeps_a_drifted_pv() {
+    let Some(scenario) = Scenario::new("volumes-skip-property", 2).await else {
+        return;
+    };
+    let class = local_class(&scenario).await;
+    let skipped = scenario.volume("skipped", &class, 0, 1).await;
+    let control = scenario.volume("control", &class, 0, 1).await;
+    let skipped_name = name(&skipped);
+    scenario.sim.with_state(|state| {
+        let definition = state
+            .resource_definitions
+            .iter_mut()
+            .find(|definition| definition.name == skipped_name)
+            .unwrap();
+        definition
+            .props
+            .insert(SKIP_PROPERTY.to_owned(), "true".to_owned());
+    });
+
+    let controller = run_until_control_replaced(&scenario, &control).await;
+    assert_left_alone(&scenario, &controller, &skipped.pv, &skipped_name).await;
+    assert_skipped_for(&controller, &skipped_name, "skip property");
+    scenario.env.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_released_pv_is_kept() {
+    let Some(scenario) = Scenario::new("volumes-released", 2).await else {
+        return;
+    };
+    let class = local_class(&scenario).await;
+    let control = scenario.volume("control", &class, 0, 1).await;
+    let options = VolumeOptions {
+        storage_class: Some(class.clone()),
+        node_affinity: Some(linstor_affinity(&[scenario.node(0)])),
+        reclaim_policy: "Retain".to_owned(),
+        ..VolumeOptions::default()
+    };
+    let released = scenario.env.create_bound_volume("released", &options).await;
+    let released_name = name(&released);
+    scenario
+        .sim
+        .add_resource_definition(
+            SimResourceDefinition::new(&released_name, 1 << 20)
+                .resource(SimResource::diskful(scenario.node(1))),
+        )
+        .unwrap();
+    let claim = released.pvc.metadata.name.clone().unwrap();
+    scenario
+        .env
+        .pvcs()
+        .delete(&claim, &DeleteParams::default())
+        .await
+        .unwrap();
+    let before = scenario.env.wait_for_pv_phase(&released_name, "Released").await;
+
+    let controller = run_until_control_replaced(&scenario, &control).await;
+    assert_left_alone(&scenario, &controller, &before, &released_name).await;
+    assert_skipped_for(&controller, &released_name, "Released");
+    scenario.env.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pv_in_its_grace_period_is_kept() {
+    let Some(scenario) = Scenario::new("volumes-grace", 2).await else {
+        return;
+    };
+    let class = local_class(&scenario).await;
+    let young = scenario.volume("young", &class, 0, 1).await;
+    let young_name = name(&young);
+
+    let mut patient = scenario.controller_with_grace_period("1h", &[]);
+    patient
+        .wait_for_line("PV cache synced", Duration::from_secs(30))
+        .await;
+    patient.wait_for_full_passes(4, PASSES_TIMEOUT).await;
+    assert_left_alone(&scenario, &patient, &young.pv, &young_name).await;
+    assert_skipped_for(&patient, &young_name, "grace period");
+    assert!(patient.terminate().await.success(), "{}", patient.log());
+
+    // The same PV, without a grace period: replaced.
+    let eager = scenario.controller(&[]);
+    wait_until_replaced(&scenario, &eager, &young).await;
+    scenario.env.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pvs_of_other_csi_drivers_are_untouched() {
+    let Some(scenario) = Scenario::new("volumes-other-driver", 2).await else {
+        return;
+    };
+    let class = local_class(&scenario).await;
+    let control = scenario.volume("control", &class, 0, 1).await;
+    let other_name = scenario.env.name("foreign");
+    let options = VolumeOptions {
+        storage_class: Some(class.clone()),
+        node_affinity: Some(linstor_affinity(&[scenario.node(0)])),
+        reclaim_policy: "Delete".to_owned(),
+        ..VolumeOptions::default()
+    };
+    let mut pv = persistent_volume(&other_name, &scenario.env.labels(), &options, None);
+    pv.spec.as_mut().unwrap().csi.as_mut().unwrap().driver = OTHER_DRIVER.to_owned();
+    scenario
+        .env
+        .pvs()
+        .create(&PostParams::default(), &pv)
+        .await
+        .unwrap();
+    // LINSTOR has a resource definition of that name, its replica elsewhere.
+    scenario
+        .sim
+        .add_resource_definition(
+            SimResourceDefinition::new(&other_name, 1 << 20).resource(SimResource::diskful(scenario.node(1))),
+        )
+        .unwrap();
+    let before = scenario.env.wait_for_pv_phase(&other_name, "Available").await;
+
+    let controller = run_until_control_replaced(&scenario, &control).await;
+    assert_left_alone(&scenario, &controller, &before, &other_name).await;
+    let now = scenario.env.pvs().get(&other_name).await.unwrap();
+    assert_eq!(
+        now.metadata.resource_version, before.metadata.resource_version,
+        "PV written"
+    );
     scenario.env.cleanup().await;
 }

@@ -223,7 +223,8 @@ async fn run(cli: Cli) -> Result<(), Failure> {
     }
     let config = cli.kube.config().await.map_err(|e| failure(EXIT_CONFIG, e))?;
     let metrics = Arc::new(Metrics::new());
-    let throttle = ThrottleLayer::new(cli.kube_api_qps, cli.kube_api_burst).counting(metrics.kubernetes_requests());
+    let throttle =
+        ThrottleLayer::new(cli.kube_api_qps, cli.kube_api_burst).counting(metrics.kubernetes_requests());
     let kube = kube::client::ClientBuilder::try_from(config)
         .map_err(|e| failure(EXIT_CONFIG, format!("Kubernetes client: {e}")))?
         .with_layer(&throttle)

@@ -206,6 +206,56 @@ impl Scenario {
         ControllerProcess::start(&args, &self.sim.http_url().unwrap())
     }
 
+    /// [`Self::controller`] with grace period `grace_period` (for example
+    /// `1h`) instead of none.
+    pub fn controller_with_grace_period(&self, grace_period: &str, extra: &[&str]) -> ControllerProcess {
+        let kubeconfig = self.env.cluster().kubeconfig().to_str().unwrap().to_owned();
+        let mut args: Vec<String> = [
+            "--kubeconfig",
+            &kubeconfig,
+            "--reconcile-rate",
+            "1s",
+            "--grace-period",
+            grace_period,
+            "--timeout",
+            "30s",
+            "--bind-address",
+            "127.0.0.1:0",
+            "-v",
+            "3",
+        ]
+        .iter()
+        .map(|arg| (*arg).to_owned())
+        .collect();
+        args.extend(extra.iter().map(|arg| (*arg).to_owned()));
+        ControllerProcess::start(&args, &self.sim.http_url().unwrap())
+    }
+
+    /// [`Self::controller`] with LINSTOR at `linstor_url` instead of this
+    /// scenario's simulator (for example an address nothing listens on yet).
+    pub fn controller_with_linstor(&self, linstor_url: &str, extra: &[&str]) -> ControllerProcess {
+        let kubeconfig = self.env.cluster().kubeconfig().to_str().unwrap().to_owned();
+        let mut args: Vec<String> = [
+            "--kubeconfig",
+            &kubeconfig,
+            "--reconcile-rate",
+            "1s",
+            "--grace-period",
+            "0s",
+            "--timeout",
+            "30s",
+            "--bind-address",
+            "127.0.0.1:0",
+            "-v",
+            "3",
+        ]
+        .iter()
+        .map(|arg| (*arg).to_owned())
+        .collect();
+        args.extend(extra.iter().map(|arg| (*arg).to_owned()));
+        ControllerProcess::start(&args, linstor_url)
+    }
+
     /// Waits until the PV called `name` satisfies `done`.
     pub async fn wait_for_pv(
         &self,
@@ -318,6 +368,63 @@ impl ControllerProcess {
                 );
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+/// `line` without ANSI escape sequences (the controller's log is coloured,
+/// also around field names, so `pv=NAME` only matches once they are gone).
+pub fn strip_ansi(line: &str) -> String {
+    let mut plain = String::with_capacity(line.len());
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c != '\u{1b}' {
+            plain.push(c);
+            continue;
+        }
+        // ESC [ parameters, then one final byte from '@' to '~'.
+        if chars.next() == Some('[') {
+            for c in chars.by_ref() {
+                if ('@'..='~').contains(&c) {
+                    break;
+                }
+            }
+        }
+    }
+    plain
+}
+
+impl ControllerProcess {
+    /// The logged lines, without colour codes, that contain every one of `needles`.
+    pub fn plain_lines_with(&self, needles: &[&str]) -> Vec<String> {
+        self.lines
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|line| strip_ansi(line))
+            .filter(|line| needles.iter().all(|needle| line.contains(needle)))
+            .collect()
+    }
+
+    /// How many full passes (every PV decided for) have finished so far;
+    /// needs `-v 3`, as [`Scenario::controller`] sets.
+    pub fn full_passes(&self) -> usize {
+        self.plain_lines_with(&["pass done", "full=true"]).len()
+            + self.plain_lines_with(&["pass failed", "full=true"]).len()
+    }
+
+    /// Waits until `passes` more full passes than now have finished.
+    pub async fn wait_for_full_passes(&self, passes: usize, timeout: Duration) {
+        let target = self.full_passes() + passes;
+        let deadline = Instant::now() + timeout;
+        while self.full_passes() < target {
+            if Instant::now() >= deadline {
+                panic!(
+                    "fewer than {passes} full passes within {timeout:?}; log:\n{}",
+                    self.log()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 }
