@@ -91,6 +91,9 @@ pub enum PassError {
     /// LINSTOR could not be read: nothing is decided on partial state.
     #[error(transparent)]
     Linstor(#[from] FetchError),
+    /// LINSTOR did not answer within `--timeout`.
+    #[error("LINSTOR did not answer within {0:?}")]
+    LinstorTimeout(Duration),
     /// The operations did not finish within `--timeout`.
     #[error("operations did not finish within {0:?}; the unfinished ones resume next pass")]
     Timeout(Duration),
@@ -243,11 +246,16 @@ impl Controller {
     /// One pass: gather, decide, act.
     async fn pass(&self, scope: &Scope) -> Result<PassReport, PassError> {
         // Gather.
-        let linstor = match linstor_state::fetch(&self.parts.linstor).await {
-            Ok(state) => state,
-            Err(error) => {
+        let fetch = tokio::time::timeout(self.settings.timeout, linstor_state::fetch(&self.parts.linstor));
+        let linstor = match fetch.await {
+            Ok(Ok(state)) => state,
+            Ok(Err(error)) => {
                 self.parts.metrics.record_linstor_error();
                 return Err(error.into());
+            }
+            Err(_) => {
+                self.parts.metrics.record_linstor_error();
+                return Err(PassError::LinstorTimeout(self.settings.timeout));
             }
         };
         for warning in &linstor.warnings {

@@ -135,7 +135,7 @@ impl Metrics {
         );
         r.register(
             "linstor_request_errors",
-            "Number of failed requests to the LINSTOR API",
+            "Number of failed LINSTOR reads and writes (a failed read of the three lists counts once)",
             self.linstor_errors.clone(),
         );
         r.register(
