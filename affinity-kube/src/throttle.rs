@@ -15,6 +15,8 @@ use tokio::time::{Instant, Sleep};
 use tower::{Layer, Service};
 use tracing::warn;
 
+use crate::pv_cache::lock;
+
 /// How long to hold requests back after a 429 without `Retry-After`.
 const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(1);
 /// Longest hold honoured, so a bogus header cannot stall the controller.
@@ -68,11 +70,11 @@ struct BlockedUntil(std::sync::Arc<std::sync::Mutex<Option<Instant>>>);
 
 impl BlockedUntil {
     fn get(&self) -> Option<Instant> {
-        *self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        *lock(&self.0)
     }
 
     fn extend(&self, until: Instant) {
-        let mut blocked = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut blocked = lock(&self.0);
         if blocked.is_none_or(|current| current < until) {
             *blocked = Some(until);
         }
@@ -239,6 +241,21 @@ mod tests {
         })
     }
 
+    /// Sends one request once the service is ready.
+    async fn send<S>(service: &mut S) -> Response<()>
+    where
+        S: Service<Request<()>, Response = Response<()>>,
+        S::Error: std::fmt::Debug,
+    {
+        service
+            .ready()
+            .await
+            .unwrap()
+            .call(Request::new(()))
+            .await
+            .unwrap()
+    }
+
     #[tokio::test(start_paused = true)]
     async fn requests_beyond_the_burst_wait_for_tokens() {
         let requests = Counter::default();
@@ -247,13 +264,7 @@ mod tests {
             .layer(answering(200, None));
         let start = Instant::now();
         for _ in 0..4 {
-            service
-                .ready()
-                .await
-                .unwrap()
-                .call(Request::new(()))
-                .await
-                .unwrap();
+            send(&mut service).await;
         }
         // Two from the burst, two more at 2 per second.
         assert_eq!(start.elapsed(), Duration::from_secs(1));
@@ -264,21 +275,9 @@ mod tests {
     async fn a_429_holds_the_next_requests_for_its_retry_after() {
         let mut service = ThrottleLayer::new(0.0, 1).layer(answering(429, Some("3")));
         let start = Instant::now();
-        let response = service
-            .ready()
-            .await
-            .unwrap()
-            .call(Request::new(()))
-            .await
-            .unwrap();
+        let response = send(&mut service).await;
         assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
-        service
-            .ready()
-            .await
-            .unwrap()
-            .call(Request::new(()))
-            .await
-            .unwrap();
+        send(&mut service).await;
         assert_eq!(start.elapsed(), Duration::from_secs(3));
     }
 }

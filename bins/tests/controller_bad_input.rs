@@ -26,12 +26,7 @@ const PV_EVENT_NAMESPACE: &str = "default";
 
 /// A StorageClass of local-only volumes.
 async fn local_class(scenario: &Scenario) -> String {
-    scenario
-        .storage_class(
-            "local",
-            &[("linstor.csi.linbit.com/allowRemoteVolumeAccess", "false")],
-        )
-        .await
+    scenario.local_only_class().await
 }
 
 fn name(bound: &BoundVolume) -> String {
@@ -97,24 +92,7 @@ async fn assert_reported_once_and_unchanged(
     value: &str,
 ) {
     let pv_name = before.metadata.name.clone().unwrap();
-    let now = scenario.env.pvs().get(&pv_name).await.unwrap();
-    assert_eq!(now.metadata.uid, before.metadata.uid, "{pv_name} was replaced");
-    assert_eq!(
-        now.spec.as_ref().and_then(|spec| spec.node_affinity.clone()),
-        before.spec.as_ref().and_then(|spec| spec.node_affinity.clone()),
-        "{pv_name}: affinity changed"
-    );
-    assert_eq!(now.metadata.annotations, before.metadata.annotations, "{pv_name}");
-    assert_eq!(
-        now.spec
-            .as_ref()
-            .and_then(|spec| spec.persistent_volume_reclaim_policy.clone()),
-        before
-            .spec
-            .as_ref()
-            .and_then(|spec| spec.persistent_volume_reclaim_policy.clone()),
-        "{pv_name}: reclaim policy changed"
-    );
+    scenario.assert_pv_unchanged(before).await;
 
     let log = &run.controller;
     let replaced = log.plain_lines_with(&["PV replaced", &format!("pv={pv_name} ")]);

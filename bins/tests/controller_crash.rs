@@ -28,9 +28,6 @@ const EXTRA_LABEL: (&str, &str) = ("example.com/tier", "gold");
 /// Annotations the PV binder itself may add to a PV; they are not compared.
 const BINDER_ANNOTATIONS: &[&str] = &["pv.kubernetes.io/bound-by-controller"];
 
-/// StorageClass parameter making volumes local-only.
-const LOCAL_ONLY: (&str, &str) = ("linstor.csi.linbit.com/allowRemoteVolumeAccess", "false");
-
 /// Adds [`EXTRA_ANNOTATION`] and [`EXTRA_LABEL`] to PV `name`; returns the PV
 /// as stored, the original the replacement is compared with.
 async fn mark(scenario: &Scenario, name: &str) -> PersistentVolume {
@@ -243,7 +240,7 @@ async fn crash_after(step: ReplaceStep) {
     let Some(scenario) = Scenario::new(&format!("crash-{step}"), 2).await else {
         return;
     };
-    let class = scenario.storage_class("local", &[LOCAL_ONLY]).await;
+    let class = scenario.local_only_class().await;
     // PV affinity on node 0, data on node 1.
     let bound = scenario.volume("vol", &class, 0, 1).await;
     let pv_name = bound.pv.metadata.name.clone().unwrap();
@@ -436,7 +433,7 @@ async fn many_replaces_survive_repeated_kills() {
     let Some(scenario) = Scenario::new("crash-mass", 2).await else {
         return;
     };
-    let class = scenario.storage_class("local", &[LOCAL_ONLY]).await;
+    let class = scenario.local_only_class().await;
 
     let setup = Instant::now();
     let mut originals: Vec<Original> = futures::stream::iter(0..MASS)

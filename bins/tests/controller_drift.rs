@@ -16,12 +16,7 @@ async fn a_moved_replica_moves_the_pv_and_its_pod() {
     let Some(scenario) = Scenario::new("controller-drift", 2).await else {
         return;
     };
-    let class = scenario
-        .storage_class(
-            "local",
-            &[("linstor.csi.linbit.com/allowRemoteVolumeAccess", "false")],
-        )
-        .await;
+    let class = scenario.local_only_class().await;
     let bound = scenario.volume("vol", &class, 0, 0).await;
     let pv_name = bound.pv.metadata.name.clone().unwrap();
     let original_uid = bound.pv.metadata.uid.clone().unwrap();

@@ -127,12 +127,7 @@ async fn only_the_leader_writes() {
     let Some(scenario) = Scenario::new("leader-only", 2).await else {
         return;
     };
-    let class = scenario
-        .storage_class(
-            "local",
-            &[("linstor.csi.linbit.com/allowRemoteVolumeAccess", "false")],
-        )
-        .await;
+    let class = scenario.local_only_class().await;
     let mut volumes = Vec::new();
     for index in 0..3 {
         volumes.push(scenario.volume(&format!("v{index}"), &class, 0, 0).await);
@@ -205,12 +200,7 @@ async fn a_killed_leader_is_replaced_after_its_lease_expired_and_its_work_finish
     let Some(scenario) = Scenario::new("leader-kill", 2).await else {
         return;
     };
-    let class = scenario
-        .storage_class(
-            "local",
-            &[("linstor.csi.linbit.com/allowRemoteVolumeAccess", "false")],
-        )
-        .await;
+    let class = scenario.local_only_class().await;
     // Drifted from the start: the PVs name node 0, the data is on node 1.
     let volumes = [
         scenario.volume("v0", &class, 0, 1).await,
@@ -317,12 +307,7 @@ async fn a_terminated_leader_releases_the_lease_and_the_other_takes_over_at_once
     let Some(scenario) = Scenario::new("leader-term", 2).await else {
         return;
     };
-    let class = scenario
-        .storage_class(
-            "local",
-            &[("linstor.csi.linbit.com/allowRemoteVolumeAccess", "false")],
-        )
-        .await;
+    let class = scenario.local_only_class().await;
     let bound = scenario.volume("vol", &class, 0, 0).await;
     let lease = scenario.env.name("lease");
     let mut a = start(&scenario, &election(&scenario, "a", &lease, timings));

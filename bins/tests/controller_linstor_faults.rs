@@ -95,12 +95,7 @@ fn sample(metrics: &str, series: &str) -> f64 {
 /// LINSTOR.
 async fn drifted(test: &str) -> Option<(Scenario, BoundVolume)> {
     let scenario = Scenario::new(test, 2).await?;
-    let class = scenario
-        .storage_class(
-            "local",
-            &[("linstor.csi.linbit.com/allowRemoteVolumeAccess", "false")],
-        )
-        .await;
+    let class = scenario.local_only_class().await;
     let bound = scenario.volume("vol", &class, 0, 1).await;
     Some((scenario, bound))
 }

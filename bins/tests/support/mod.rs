@@ -127,6 +127,16 @@ impl Scenario {
         name
     }
 
+    /// The StorageClass `local`, with remote access off: volumes are only
+    /// accessible on the nodes holding their data.
+    pub async fn local_only_class(&self) -> String {
+        self.storage_class(
+            "local",
+            &[("linstor.csi.linbit.com/allowRemoteVolumeAccess", "false")],
+        )
+        .await
+    }
+
     /// A bound volume of StorageClass `class` whose PV affinity names node
     /// `pv_on` and whose only LINSTOR replica is on node `data_on` (a
     /// resource definition named after the PV). Reclaim policy `Delete`,
@@ -184,31 +194,22 @@ impl Scenario {
     /// Starts the controller on this cluster and simulator: reconcile every
     /// second, no grace period, health on a free port, plus `extra` flags.
     pub fn controller(&self, extra: &[&str]) -> ControllerProcess {
-        let kubeconfig = self.env.cluster().kubeconfig().to_str().unwrap().to_owned();
-        let mut args: Vec<String> = [
-            "--kubeconfig",
-            &kubeconfig,
-            "--reconcile-rate",
-            "1s",
-            "--grace-period",
-            "0s",
-            "--timeout",
-            "30s",
-            "--bind-address",
-            "127.0.0.1:0",
-            "-v",
-            "3",
-        ]
-        .iter()
-        .map(|arg| (*arg).to_owned())
-        .collect();
-        args.extend(extra.iter().map(|arg| (*arg).to_owned()));
-        ControllerProcess::start(&args, &self.sim.http_url().unwrap())
+        self.start_controller("0s", &self.sim.http_url().unwrap(), extra)
     }
 
     /// [`Self::controller`] with grace period `grace_period` (for example
     /// `1h`) instead of none.
     pub fn controller_with_grace_period(&self, grace_period: &str, extra: &[&str]) -> ControllerProcess {
+        self.start_controller(grace_period, &self.sim.http_url().unwrap(), extra)
+    }
+
+    /// [`Self::controller`] with LINSTOR at `linstor_url` instead of this
+    /// scenario's simulator (for example an address nothing listens on yet).
+    pub fn controller_with_linstor(&self, linstor_url: &str, extra: &[&str]) -> ControllerProcess {
+        self.start_controller("0s", linstor_url, extra)
+    }
+
+    fn start_controller(&self, grace_period: &str, linstor_url: &str, extra: &[&str]) -> ControllerProcess {
         let kubeconfig = self.env.cluster().kubeconfig().to_str().unwrap().to_owned();
         let mut args: Vec<String> = [
             "--kubeconfig",
@@ -228,32 +229,31 @@ impl Scenario {
         .map(|arg| (*arg).to_owned())
         .collect();
         args.extend(extra.iter().map(|arg| (*arg).to_owned()));
-        ControllerProcess::start(&args, &self.sim.http_url().unwrap())
+        ControllerProcess::start(&args, linstor_url)
     }
 
-    /// [`Self::controller`] with LINSTOR at `linstor_url` instead of this
-    /// scenario's simulator (for example an address nothing listens on yet).
-    pub fn controller_with_linstor(&self, linstor_url: &str, extra: &[&str]) -> ControllerProcess {
-        let kubeconfig = self.env.cluster().kubeconfig().to_str().unwrap().to_owned();
-        let mut args: Vec<String> = [
-            "--kubeconfig",
-            &kubeconfig,
-            "--reconcile-rate",
-            "1s",
-            "--grace-period",
-            "0s",
-            "--timeout",
-            "30s",
-            "--bind-address",
-            "127.0.0.1:0",
-            "-v",
-            "3",
-        ]
-        .iter()
-        .map(|arg| (*arg).to_owned())
-        .collect();
-        args.extend(extra.iter().map(|arg| (*arg).to_owned()));
-        ControllerProcess::start(&args, linstor_url)
+    /// Asserts that PV `before` (as read earlier) is still the same object
+    /// with the same affinity, annotations and reclaim policy.
+    pub async fn assert_pv_unchanged(&self, before: &PersistentVolume) {
+        let pv_name = before.metadata.name.clone().unwrap();
+        let now = self.env.pvs().get(&pv_name).await.unwrap();
+        assert_eq!(now.metadata.uid, before.metadata.uid, "{pv_name} was replaced");
+        assert_eq!(
+            now.spec.as_ref().and_then(|spec| spec.node_affinity.clone()),
+            before.spec.as_ref().and_then(|spec| spec.node_affinity.clone()),
+            "{pv_name}: affinity changed"
+        );
+        assert_eq!(now.metadata.annotations, before.metadata.annotations, "{pv_name}");
+        assert_eq!(
+            now.spec
+                .as_ref()
+                .and_then(|spec| spec.persistent_volume_reclaim_policy.clone()),
+            before
+                .spec
+                .as_ref()
+                .and_then(|spec| spec.persistent_volume_reclaim_policy.clone()),
+            "{pv_name}: reclaim policy changed"
+        );
     }
 
     /// Waits until the PV called `name` satisfies `done`.
