@@ -133,8 +133,12 @@ impl LiveCluster {
             pending.done("StorageClasses");
             result
         };
-        // One error per source: the second list would most likely fail the same way.
-        let kubernetes = async { tokio::try_join!(pvs, classes) };
+        // One error per source, always the PV list's when both fail (the second list would most
+        // likely fail the same way), so the message does not depend on which answered first.
+        let kubernetes = async {
+            let (pvs, classes) = tokio::join!(pvs, classes);
+            Ok::<_, ReadError>((pvs?, classes?))
+        };
         let linstor = async {
             let result = linstor_state::fetch(&self.linstor).await;
             pending.done("LINSTOR");
