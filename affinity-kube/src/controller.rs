@@ -72,6 +72,9 @@ pub struct ControllerParts {
     pub readiness: Readiness,
     /// Told about every replace step (tracing, crash tests).
     pub observer: Option<Arc<dyn StepObserver>>,
+    /// Called after every pass, for example to return the memory the pass
+    /// freed to the system.
+    pub after_pass: Option<Arc<dyn Fn() + Send + Sync>>,
 }
 
 /// What one pass did.
@@ -228,6 +231,9 @@ impl Controller {
             match outcome {
                 Ok(report) => debug!(?report, full, elapsed = ?started.elapsed(), "pass done"),
                 Err(error) => error!(%error, full, "pass failed"),
+            }
+            if let Some(after_pass) = &self.parts.after_pass {
+                after_pass();
             }
         }
     }

@@ -25,9 +25,10 @@ use affinity_core::k8s_openapi::api::storage::v1::StorageClass;
 use affinity_core::k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use clap::Parser;
 use futures::StreamExt;
-use kube::api::{Api, ListParams, PostParams};
-use kube_harness::persistent_volume;
-use kube_harness::{TestEnv, VolumeOptions};
+use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use kube::runtime::WatchStreamExt;
+use kube::runtime::watcher::{self, Event};
+use kube_harness::{TEST_LABEL, TestEnv, VolumeOptions, persistent_volume};
 use linstor_api::sim::{SimNode, SimResource, SimResourceDefinition, SimState, Simulator};
 
 #[derive(Debug, Parser)]
@@ -87,21 +88,192 @@ fn affinity_node(pv: &PersistentVolume) -> Option<&str> {
         .map(String::as_str)
 }
 
-/// Resident memory (KiB) and CPU time (user + system) of a process.
-fn usage(pid: u32) -> (u64, Duration) {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let rss = status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmRSS:"))
-        .and_then(|rest| rest.split_whitespace().next())
-        .and_then(|kib| kib.parse().ok())
+fn pv_phase(pv: &PersistentVolume) -> Option<&str> {
+    pv.status.as_ref()?.phase.as_deref()
+}
+
+fn pvc_phase(pvc: &PersistentVolumeClaim) -> Option<&str> {
+    pvc.status.as_ref()?.phase.as_deref()
+}
+
+/// Creates PV `name` and claim `claim` already bound to each other, in the state the PV binder and
+/// the protection controllers leave them (UIDs, annotations, finalizers, `Bound` phases), so that
+/// thousands of pairs are set up at the API server's pace rather than the binder's (its client is
+/// throttled to 20 requests/s). The claim comes first for its UID; should the binder see it before
+/// the PV and mark it `Lost`, the binder's periodic sync binds it again, and the caller waits.
+async fn create_bound_pair(env: &TestEnv, name: &str, claim: String, options: VolumeOptions) {
+    let mut pvc = env.claim(&claim, name, &options);
+    pvc.metadata.annotations = Some(BTreeMap::from([
+        ("pv.kubernetes.io/bind-completed".to_owned(), "yes".to_owned()),
+        (
+            "pv.kubernetes.io/bound-by-controller".to_owned(),
+            "yes".to_owned(),
+        ),
+    ]));
+    pvc.metadata.finalizers = Some(vec!["kubernetes.io/pvc-protection".to_owned()]);
+    let pvc = env.pvcs().create(&PostParams::default(), &pvc).await.unwrap();
+    let mut pv = persistent_volume(name, &env.labels(), &options, Some(TestEnv::claim_ref(&pvc)));
+    pv.metadata.finalizers = Some(vec!["kubernetes.io/pv-protection".to_owned()]);
+    env.pvs().create(&PostParams::default(), &pv).await.unwrap();
+    let bound = |extra: serde_json::Value| {
+        let mut status = serde_json::json!({ "phase": "Bound" });
+        status
+            .as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        Patch::Merge(serde_json::json!({ "status": status }))
+    };
+    env.pvs()
+        .patch_status(name, &PatchParams::default(), &bound(serde_json::json!({})))
+        .await
         .unwrap();
+    let claim_status = serde_json::json!({
+        "accessModes": ["ReadWriteOnce"],
+        "capacity": { "storage": options.capacity },
+    });
+    env.pvcs()
+        .patch_status(&claim, &PatchParams::default(), &bound(claim_status))
+        .await
+        .unwrap();
+}
+
+/// When the drifted PVs were replaced and bound again.
+struct DriftTimeline {
+    first_replaced: Instant,
+    all_replaced: Instant,
+    all_bound: Instant,
+    mount_options_kept: usize,
+}
+
+/// A change seen by one of the two watches.
+enum Seen {
+    Volume(Box<Event<PersistentVolume>>),
+    Claim(Box<Event<PersistentVolumeClaim>>),
+}
+
+/// Watches the benchmark's PVs and claims (`ready` fires once both are listed) until every PV in
+/// `drifted` has its affinity on `target` and is `Bound`, and every claim is `Bound`.
+async fn watch_drift(
+    pvs: Api<PersistentVolume>,
+    pvcs: Api<PersistentVolumeClaim>,
+    label: ListParams,
+    drifted: BTreeSet<String>,
+    target: String,
+    ready: tokio::sync::oneshot::Sender<()>,
+) -> DriftTimeline {
+    let config = watcher::Config::default().labels(label.label_selector.as_deref().unwrap());
+    let volumes = watcher::watcher(pvs, config.clone())
+        .default_backoff()
+        .map(|e| e.map(|event| Seen::Volume(Box::new(event))));
+    let claims = watcher::watcher(pvcs, config)
+        .default_backoff()
+        .map(|e| e.map(|event| Seen::Claim(Box::new(event))));
+    let mut events = std::pin::pin!(futures::stream::select(volumes, claims));
+    let mut ready = Some(ready);
+    let mut listed = 0;
+    let mut volume_of: BTreeMap<String, PersistentVolume> = BTreeMap::new();
+    let mut claim_phase: BTreeMap<String, Option<String>> = BTreeMap::new();
+    let (mut first_replaced, mut all_replaced) = (None, None);
+    let mut mount_options_kept = 0;
+    while let Some(event) = events.next().await {
+        match event {
+            Ok(Seen::Volume(event)) => match *event {
+                Event::Apply(pv) | Event::InitApply(pv) => {
+                    let name = pv.metadata.name.clone().unwrap_or_default();
+                    if drifted.contains(&name) {
+                        volume_of.insert(name, pv);
+                    }
+                }
+                Event::Delete(pv) => {
+                    volume_of.remove(pv.metadata.name.as_deref().unwrap_or_default());
+                }
+                Event::InitDone => listed += 1,
+                Event::Init => {}
+            },
+            Ok(Seen::Claim(event)) => match *event {
+                Event::Apply(pvc) | Event::InitApply(pvc) => {
+                    let phase = pvc_phase(&pvc).map(str::to_owned);
+                    claim_phase.insert(pvc.metadata.name.clone().unwrap_or_default(), phase);
+                }
+                Event::Delete(pvc) => {
+                    claim_phase.remove(pvc.metadata.name.as_deref().unwrap_or_default());
+                }
+                Event::InitDone => listed += 1,
+                Event::Init => {}
+            },
+            Err(_) => {}
+        }
+        if listed < 2 {
+            continue;
+        }
+        if let Some(ready) = ready.take() {
+            ready.send(()).unwrap();
+        }
+        let replaced: Vec<&PersistentVolume> = volume_of
+            .values()
+            .filter(|pv| affinity_node(pv) == Some(target.as_str()))
+            .collect();
+        if first_replaced.is_none() && !replaced.is_empty() {
+            first_replaced = Some(Instant::now());
+        }
+        if all_replaced.is_none() && replaced.len() == drifted.len() {
+            all_replaced = Some(Instant::now());
+            mount_options_kept = replaced
+                .iter()
+                .filter(|pv| {
+                    pv.spec.as_ref().and_then(|spec| spec.mount_options.as_deref())
+                        == Some(&["noatime".to_owned()][..])
+                })
+                .count();
+        }
+        if let (Some(first_replaced), Some(all_replaced)) = (first_replaced, all_replaced)
+            && replaced.iter().all(|pv| pv_phase(pv) == Some("Bound"))
+            && claim_phase
+                .values()
+                .all(|phase| phase.as_deref() == Some("Bound"))
+        {
+            return DriftTimeline {
+                first_replaced,
+                all_replaced,
+                all_bound: Instant::now(),
+                mount_options_kept,
+            };
+        }
+    }
+    panic!("the watches ended");
+}
+
+/// Resident memory of a process, in KiB.
+struct Resident {
+    total: u64,
+    /// Heap and stacks.
+    anonymous: u64,
+    /// Mapped files: the binary and its libraries.
+    files: u64,
+}
+
+/// Resident memory and CPU time (user + system) of a process.
+fn usage(pid: u32) -> (Resident, Duration) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kib = |field: &str| -> u64 {
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix(field))
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|kib| kib.parse().ok())
+            .unwrap()
+    };
+    let resident = Resident {
+        total: kib("VmRSS:"),
+        anonymous: kib("RssAnon:"),
+        files: kib("RssFile:"),
+    };
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
     // Fields after the command name (which may hold spaces) start at field 3.
     let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..].split_whitespace().collect();
     let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
     // The kernel's USER_HZ is 100 on Linux.
-    (rss, Duration::from_millis(ticks * 10))
+    (resident, Duration::from_millis(ticks * 10))
 }
 
 /// The controller process with its log.
@@ -214,44 +386,30 @@ async fn main() {
     };
     let sim = Simulator::start(state).await.unwrap();
 
-    // Kubernetes: pre-bound PVs and claims, created concurrently.
+    // Kubernetes: bound PVs and claims, created concurrently.
     let started = Instant::now();
     let pvs: Api<PersistentVolume> = env.pvs();
     let pvcs: Api<PersistentVolumeClaim> = env.pvcs();
     futures::stream::iter(names.iter().enumerate())
         .for_each_concurrent(32, |(i, name)| {
-            let (pvs, pvcs, env) = (pvs.clone(), pvcs.clone(), &env);
-            let node = home(i);
-            let class = class.clone();
-            async move {
-                let options = VolumeOptions {
-                    storage_class: Some(class),
-                    node_affinity: Some(on_node(&node)),
-                    reclaim_policy: "Delete".to_owned(),
-                    mount_options: vec!["noatime".to_owned()],
-                    ..VolumeOptions::default()
-                };
-                let suffix = format!("c{i}");
-                let claim = env.claim(&suffix, name, &options);
-                let mut claim_ref = TestEnv::claim_ref(&claim);
-                claim_ref.uid = None;
-                let pv = persistent_volume(name, &env.labels(), &options, Some(claim_ref));
-                pvs.create(&PostParams::default(), &pv).await.unwrap();
-                pvcs.create(&PostParams::default(), &claim).await.unwrap();
-            }
+            let options = VolumeOptions {
+                storage_class: Some(class.clone()),
+                node_affinity: Some(on_node(&home(i))),
+                reclaim_policy: "Delete".to_owned(),
+                mount_options: vec!["noatime".to_owned()],
+                ..VolumeOptions::default()
+            };
+            create_bound_pair(&env, name, format!("c{i}"), options)
         })
         .await;
-    let label = ListParams::default().labels(&format!("kube-harness.test/prefix={}", env.prefix()));
+    let label = ListParams::default().labels(&format!("{TEST_LABEL}={}", env.prefix()));
     loop {
-        let bound = pvcs
-            .list(&label)
-            .await
-            .unwrap()
-            .items
-            .iter()
-            .filter(|pvc| pvc.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Bound"))
-            .count();
-        if bound == args.pvs {
+        let bound_claims = pvcs.list(&label).await.unwrap().items;
+        let bound_volumes = pvs.list(&label).await.unwrap().items;
+        let bound = |phase: Option<&str>| phase == Some("Bound");
+        if bound_claims.iter().filter(|pvc| bound(pvc_phase(pvc))).count() == args.pvs
+            && bound_volumes.iter().filter(|pv| bound(pv_phase(pv))).count() == args.pvs
+        {
             break;
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
@@ -303,7 +461,9 @@ async fn main() {
                 if metric(&values, reconciles) >= from + cycles as f64 {
                     return values;
                 }
-                tokio::time::sleep(Duration::from_millis(100)).await;
+                // Once a second: scraping adds CPU to the controller, and Prometheus scrapes far
+                // less often.
+                tokio::time::sleep(Duration::from_secs(1)).await;
             }
         }
     };
@@ -319,7 +479,13 @@ async fn main() {
     let cycles = metric(&last, reconciles) - cycles0;
     let linstor = linstor_requests(&sim) - linstor0;
     println!("pvs                          {}", args.pvs);
-    println!("steady RSS                   {:.1} MiB", rss as f64 / 1024.0);
+    let mib = |kib: u64| kib as f64 / 1024.0;
+    println!(
+        "steady RSS                   {:.1} MiB ({:.1} MiB heap and stacks, {:.1} MiB mapped files)",
+        mib(rss.total),
+        mib(rss.anonymous),
+        mib(rss.files)
+    );
     println!(
         "CPU per reconcile cycle      {:.4} s ({cycles} cycles)",
         (cpu1 - cpu0).as_secs_f64() / cycles
@@ -329,78 +495,54 @@ async fn main() {
     if args.drift > 0 {
         let kube_requests = "linstor_affinity_controller_kubernetes_requests_total";
         let before = metrics(&address).await;
-        let drifted: BTreeSet<&String> = names.iter().step_by(2).take(args.drift).collect();
-        let target = &nodes[2];
+        // Replicas of even-numbered volumes live on node 0; they move to node 2.
+        let drifted: BTreeSet<String> = names.iter().step_by(2).take(args.drift).cloned().collect();
+        let target = nodes[2].clone();
+        let (ready, watching) = tokio::sync::oneshot::channel();
+        let timeline = tokio::spawn(watch_drift(
+            pvs.clone(),
+            pvcs.clone(),
+            label.clone(),
+            drifted.clone(),
+            target.clone(),
+            ready,
+        ));
+        watching.await.unwrap();
         let start = Instant::now();
         for name in &drifted {
-            sim.add_resource(name, SimResource::diskful(target)).unwrap();
+            sim.add_resource(name, SimResource::diskful(&target)).unwrap();
             sim.delete_resource(name, &nodes[0]).unwrap();
         }
-        let cycles_before = metric(&before, reconciles);
-        let mut replaced_at = None;
-        let mut first_replaced_at = None;
-        let bound_at = loop {
-            let current = pvs.list(&label).await.unwrap().items;
-            let moved: Vec<&PersistentVolume> = current
-                .iter()
-                .filter(|pv| {
-                    pv.metadata
-                        .name
-                        .as_ref()
-                        .is_some_and(|name| drifted.contains(name))
-                        && affinity_node(pv) == Some(target.as_str())
-                })
-                .collect();
-            if first_replaced_at.is_none() && !moved.is_empty() {
-                first_replaced_at = Some(start.elapsed());
-            }
-            if replaced_at.is_none() && moved.len() == drifted.len() {
-                replaced_at = Some(start.elapsed());
-                let kept = moved
-                    .iter()
-                    .filter(|pv| {
-                        pv.spec.as_ref().and_then(|spec| spec.mount_options.as_deref())
-                            == Some(&["noatime".to_owned()][..])
-                    })
-                    .count();
-                println!("mountOptions kept            {kept} of {}", drifted.len());
-            }
-            if replaced_at.is_some() {
-                let claims = pvcs.list(&label).await.unwrap().items;
-                let all_bound = claims
-                    .iter()
-                    .all(|pvc| pvc.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Bound"));
-                if all_bound {
-                    break start.elapsed();
-                }
-            }
-            assert!(
-                start.elapsed() < Duration::from_secs(600),
-                "drift did not converge"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        };
+        let timeline = tokio::time::timeout(Duration::from_secs(600), timeline)
+            .await
+            .expect("the drift did not converge within 10 minutes")
+            .unwrap();
         let after = metrics(&address).await;
         let requests = metric(&after, kube_requests) - metric(&before, kube_requests);
+        let since = |at: Instant| (at - start).as_secs_f64();
         println!("drifted PVs                  {}", drifted.len());
         println!(
             "first PV replaced after      {:.1} s",
-            first_replaced_at.unwrap_or_default().as_secs_f64()
+            since(timeline.first_replaced)
         );
-        let replaced_at = replaced_at.unwrap_or_default();
-        println!("all replaced after           {:.1} s", replaced_at.as_secs_f64());
-        println!("all claims Bound after       {:.1} s", bound_at.as_secs_f64());
         println!(
-            "replacing took               {:.1} s (from the first replaced PV)",
-            (replaced_at - first_replaced_at.unwrap_or_default()).as_secs_f64()
+            "all replaced after           {:.1} s",
+            since(timeline.all_replaced)
+        );
+        println!("all PVs and claims Bound     {:.1} s", since(timeline.all_bound));
+        println!(
+            "from first replaced to all   {:.1} s replaced, {:.1} s Bound",
+            (timeline.all_replaced - timeline.first_replaced).as_secs_f64(),
+            (timeline.all_bound - timeline.first_replaced).as_secs_f64()
+        );
+        println!(
+            "mountOptions kept            {} of {}",
+            timeline.mount_options_kept,
+            drifted.len()
         );
         println!(
             "API requests per replaced PV {:.1}",
             requests / drifted.len() as f64
-        );
-        println!(
-            "reconcile cycles meanwhile   {}",
-            metric(&after, reconciles) - cycles_before
         );
     }
     drop(controller);

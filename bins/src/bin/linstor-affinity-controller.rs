@@ -23,6 +23,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use futures::future::BoxFuture;
 use linstor_affinity_cli::duration::parse_duration;
 use linstor_affinity_cli::kube_args::KubeArgs;
+use linstor_affinity_cli::memory::{release_free_memory, use_one_arena};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 use tracing_subscriber::EnvFilter;
@@ -115,11 +116,11 @@ struct Cli {
     leader_election_retry_period: Duration,
 
     /// Kubernetes API requests per second, on average (0: no client-side limit).
-    #[arg(long, value_name = "QPS", default_value_t = 100.0)]
+    #[arg(long, value_name = "QPS", default_value_t = 300.0)]
     kube_api_qps: f64,
 
     /// Kubernetes API requests allowed in a burst above --kube-api-qps.
-    #[arg(long, value_name = "N", default_value_t = 200)]
+    #[arg(long, value_name = "N", default_value_t = 600)]
     kube_api_burst: u32,
 
     #[command(flatten)]
@@ -162,10 +163,19 @@ const EXIT_FAILURE: u8 = 1;
 const EXIT_CONFIG: u8 = 2;
 const EXIT_BIND: u8 = 3;
 
+/// Threads of the async runtime: the controller mostly waits for the network, and one thread per
+/// core of a large node would only add stacks and allocator state.
+const RUNTIME_THREADS: usize = 2;
+
 fn main() -> ExitCode {
+    use_one_arena();
     let cli = Cli::parse();
     init_logging(cli.verbosity, cli.log_format);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(RUNTIME_THREADS)
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(error) => {
             error!(%error, "cannot start the async runtime");
@@ -287,6 +297,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         metrics,
         readiness,
         observer,
+        after_pass: Some(Arc::new(release_free_memory)),
     };
     info!(version = env!("CARGO_PKG_VERSION"), "starting");
     Controller::new(settings, parts).run(shutdown.clone()).await;
