@@ -222,12 +222,14 @@ impl<L: IntentLog> ReplaceProtocol<L> {
     }
 
     /// Removes the intent of a replace that finished (the "reset"
-    /// operation), `live` being the PV it left. The claim is nudged first:
-    /// the replace may have stopped before it was.
+    /// operation), `live` being the PV it left. The claim is nudged and the
+    /// PV marked Bound first: the replace may have stopped before it did so.
     pub async fn clear_intent(&self, volume: &VolumeId, live: &PersistentVolume) -> Result<(), ReplaceError> {
         let pv = live.metadata.name.as_deref().unwrap_or_default();
         self.ensure_leading(pv, "clearing the intent")?;
-        self.nudge_claim(live).await;
+        if let Some(claim) = self.nudge_claim(live).await {
+            self.restore_bound_phase(live, &claim).await;
+        }
         self.intents.clear(volume).await.map_err(Box::new)?;
         info!(%pv, %volume, "saved state of a finished replace removed");
         Ok(())
@@ -283,8 +285,10 @@ impl<L: IntentLog> ReplaceProtocol<L> {
             .await
             .map_err(|source| kube_error(&name, "applying the replacement", source))?;
         self.done(&name, ReplaceStep::Recreated).await;
-        if self.leadership.is_leading() {
-            self.nudge_claim(&applied).await;
+        if self.leadership.is_leading()
+            && let Some(claim) = self.nudge_claim(&applied).await
+        {
+            self.restore_bound_phase(&applied, &claim).await;
         }
         self.ensure_leading(&name, "clearing the intent")?;
         self.intents.clear(volume).await.map_err(Box::new)?;
@@ -367,15 +371,39 @@ impl<L: IntentLog> ReplaceProtocol<L> {
         }
     }
 
-    /// Updates the claim so the PV binder binds it again at once. Best
-    /// effort: without it the binder still does so on its periodic sync.
-    async fn nudge_claim(&self, pv: &PersistentVolume) {
+    /// Marks the re-created PV `Bound` when `claim` is the claim it is
+    /// bound to and names it, exactly the PV binder's own condition: the PV
+    /// binder (limited to 20 requests per second in kube-controller-manager
+    /// by default) then has nothing left to write for it. Best effort: the
+    /// binder marks it itself otherwise.
+    async fn restore_bound_phase(&self, pv: &PersistentVolume, claim: &PersistentVolumeClaim) {
+        let name = pv.metadata.name.as_deref().unwrap_or_default();
+        let claim_ref = pv.spec.as_ref().and_then(|spec| spec.claim_ref.as_ref());
+        let bound_to_claim = claim_ref
+            .is_some_and(|claim_ref| claim_ref.uid.is_some() && claim_ref.uid == claim.metadata.uid)
+            && claim.spec.as_ref().and_then(|spec| spec.volume_name.as_deref()) == Some(name);
+        let phase = pv.status.as_ref().and_then(|status| status.phase.as_deref());
+        if !bound_to_claim || phase == Some("Bound") || !self.leadership.is_leading() {
+            return;
+        }
+        let bound = json!({ "status": { "phase": "Bound" } });
+        let bound = Patch::Merge(&bound);
+        let params = PatchParams::default();
+        if let Err(error) = retry_throttled(|| self.pvs.patch_status(name, &params, &bound)).await {
+            warn!(pv = %name, %error, "could not mark the PV Bound; the PV binder will");
+        }
+    }
+
+    /// Updates the claim so the PV binder binds it again at once, and
+    /// returns it as updated. Best effort: without it the binder still does
+    /// so on its periodic sync.
+    async fn nudge_claim(&self, pv: &PersistentVolume) -> Option<PersistentVolumeClaim> {
         let claim = pv.spec.as_ref().and_then(|spec| spec.claim_ref.as_ref());
         let (Some(namespace), Some(claim_name)) = (
             claim.and_then(|c| c.namespace.clone()),
             claim.and_then(|c| c.name.clone()),
         ) else {
-            return;
+            return None;
         };
         let claims: Api<PersistentVolumeClaim> = Api::namespaced(self.client.clone(), &namespace);
         // A new value every time: re-writing the same value triggers nothing.
@@ -384,7 +412,7 @@ impl<L: IntentLog> ReplaceProtocol<L> {
             .uid
             .clone()
             .unwrap_or_else(|| pv.metadata.resource_version.clone().unwrap_or_default());
-        nudge(&claims, &claim_name, &stamp).await;
+        let nudged = nudge(&claims, &claim_name, &stamp).await;
         // The binder may see the nudge before the new PV and mark the claim
         // Lost; then only a later update (or its 15 s resync) binds it.
         // Check back without holding up the protocol.
@@ -403,16 +431,26 @@ impl<L: IntentLog> ReplaceProtocol<L> {
                 nudge(&claims, &claim_name, &format!("{stamp}-{attempt}")).await;
             }
         });
+        nudged
     }
 }
 
-/// Sets the rebind annotation of claim `name` to `stamp`. Best effort.
-async fn nudge(claims: &Api<PersistentVolumeClaim>, name: &str, stamp: &str) {
+/// Sets the rebind annotation of claim `name` to `stamp`; returns the claim
+/// as updated. Best effort.
+async fn nudge(
+    claims: &Api<PersistentVolumeClaim>,
+    name: &str,
+    stamp: &str,
+) -> Option<PersistentVolumeClaim> {
     let nudge = json!({ "metadata": { "annotations": { REBIND_ANNOTATION: stamp } } });
     let patch = PatchParams::default();
     let nudge = Patch::Merge(&nudge);
-    if let Err(error) = retry_throttled(|| claims.patch(name, &patch, &nudge)).await {
-        warn!(claim = %name, %error, "could not nudge the claim");
+    match retry_throttled(|| claims.patch(name, &patch, &nudge)).await {
+        Ok(claim) => Some(claim),
+        Err(error) => {
+            warn!(claim = %name, %error, "could not nudge the claim");
+            None
+        }
     }
 }
 
