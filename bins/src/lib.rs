@@ -11,7 +11,7 @@
 //! - [`render`] prints a report as a table, JSON or YAML;
 //! - [`manifests`] writes replacement PVs for review;
 //! - [`duration`] parses durations such as `1m` or `90s`;
-//! - [`memory`] returns freed heap memory to the system;
+//! - [`memory`] keeps the controller's resident memory close to what it keeps;
 //! - [`progress`] shows a spinner on a terminal while the tool waits;
 //! - [`plan`] ties them together for `plan` and picks the exit status;
 //! - [`replace`] decides for one PV and runs the replace protocol.
