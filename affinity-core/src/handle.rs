@@ -3,6 +3,10 @@
 use std::fmt;
 use std::str::FromStr;
 
+use k8s_openapi::api::core::v1::PersistentVolume;
+
+use crate::names::CSI_DRIVER;
+
 /// One LINSTOR volume: a resource definition and a volume number in it.
 ///
 /// Parsed from a PV's `spec.csi.volumeHandle`, which is `RESOURCE` (volume 0)
@@ -97,9 +101,51 @@ fn parse_volume_number(text: &str) -> Option<u16> {
     text.parse().ok()
 }
 
+/// The volume a LINSTOR CSI PV names, from its handle; `None` for PVs of
+/// other drivers and PVs without a CSI source.
+pub fn linstor_volume_of(pv: &PersistentVolume) -> Option<Result<VolumeId, HandleError>> {
+    linstor_volume_handle(pv).map(str::parse)
+}
+
+/// The volume handle of a LINSTOR CSI PV, `None` for other PVs.
+pub(crate) fn linstor_volume_handle(pv: &PersistentVolume) -> Option<&str> {
+    let csi = pv.spec.as_ref()?.csi.as_ref()?;
+    (csi.driver == CSI_DRIVER).then_some(csi.volume_handle.as_str())
+}
+
 #[cfg(test)]
 mod tests {
+    use k8s_openapi::api::core::v1::{CSIPersistentVolumeSource, PersistentVolumeSpec};
+
     use super::*;
+
+    fn csi_pv(driver: &str, handle: &str) -> PersistentVolume {
+        PersistentVolume {
+            spec: Some(PersistentVolumeSpec {
+                csi: Some(CSIPersistentVolumeSource {
+                    driver: driver.to_owned(),
+                    volume_handle: handle.to_owned(),
+                    ..CSIPersistentVolumeSource::default()
+                }),
+                ..PersistentVolumeSpec::default()
+            }),
+            ..PersistentVolume::default()
+        }
+    }
+
+    #[test]
+    fn only_linstor_csi_pvs_name_a_volume() {
+        assert_eq!(
+            linstor_volume_of(&csi_pv(CSI_DRIVER, "pvc-1/2")).map(Result::ok),
+            Some(Some(VolumeId::new("pvc-1", 2)))
+        );
+        assert!(matches!(
+            linstor_volume_of(&csi_pv(CSI_DRIVER, "pvc-1/x")),
+            Some(Err(_))
+        ));
+        assert_eq!(linstor_volume_of(&csi_pv("other.csi.example.com", "pvc-1")), None);
+        assert_eq!(linstor_volume_of(&PersistentVolume::default()), None);
+    }
 
     #[test]
     fn parses_valid_handles() {

@@ -75,7 +75,7 @@ pub use decision::{
     Action, AffinityBasis, DecisionError, DecisionSettings, InvalidHandle, Plan, PlanSummary, ReplaceTrigger,
     Replacement, RetiredPv, SkipReason, VolumeDecision,
 };
-pub use handle::{HandleError, VolumeId};
+pub use handle::{HandleError, VolumeId, linstor_volume_of};
 pub use model::{NOT_DISKFUL_FLAGS, Properties, Replica, ResourceDefinitionState, VolumeDefinitionState};
 pub use namespace::guess_property_namespace;
 pub use planner::{LinstorSource, Planner};

@@ -13,9 +13,9 @@ use crate::decision::{
     RetiredPv, SkipReason, VolumeDecision,
 };
 use crate::fast_hash::FastMap;
-use crate::handle::{VolumeId, split_handle};
+use crate::handle::{VolumeId, linstor_volume_handle, split_handle};
 use crate::model::{Replica, ResourceDefinitionState, saved_pv_json};
-use crate::names::{CSI_DRIVER, PHASE_RELEASED, SKIP_ANNOTATION, SKIP_PROPERTY, SKIP_RECLAIM_ANNOTATION};
+use crate::names::{PHASE_RELEASED, SKIP_ANNOTATION, SKIP_PROPERTY, SKIP_RECLAIM_ANNOTATION};
 use crate::policy::{PolicyParseError, RemoteAccessPolicy};
 use crate::policy_source::{PolicyError, PolicyOrigin, policy_for_origin, pv_name};
 use crate::replacement::{decode_saved_pv, replacement_pv};
@@ -439,12 +439,6 @@ impl<'a> SortKey<'a> {
             name,
         }
     }
-}
-
-/// The volume handle of a LINSTOR CSI PV, `None` for other PVs.
-fn linstor_volume_handle(pv: &PersistentVolume) -> Option<&str> {
-    let csi = pv.spec.as_ref()?.csi.as_ref()?;
-    (csi.driver == CSI_DRIVER).then_some(csi.volume_handle.as_str())
 }
 
 fn retired(pv: &PersistentVolume) -> RetiredPv {

@@ -8,8 +8,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use affinity_core::k8s_openapi::api::core::v1::PersistentVolume;
-use affinity_core::names::CSI_DRIVER;
-use affinity_core::{HandleError, VolumeId};
+use affinity_core::linstor_volume_of;
 use tokio::sync::{Notify, watch};
 
 use crate::watch::WatchSink;
@@ -31,7 +30,7 @@ impl Index {
             return;
         };
         self.remove(&name);
-        if let Some(Ok(volume)) = volume_of(&pv) {
+        if let Some(Ok(volume)) = linstor_volume_of(&pv) {
             self.by_volume
                 .entry((volume.resource_definition, volume.volume_number))
                 .or_default()
@@ -44,7 +43,7 @@ impl Index {
         let Some(old) = self.by_name.remove(name) else {
             return;
         };
-        if let Some(Ok(volume)) = volume_of(&old) {
+        if let Some(Ok(volume)) = linstor_volume_of(&old) {
             let key = (volume.resource_definition, volume.volume_number);
             if let Some(names) = self.by_volume.get_mut(&key) {
                 names.remove(name);
@@ -54,12 +53,6 @@ impl Index {
             }
         }
     }
-}
-
-/// The volume a LINSTOR CSI PV names; `None` for PVs of other drivers.
-fn volume_of(pv: &PersistentVolume) -> Option<Result<VolumeId, HandleError>> {
-    let csi = pv.spec.as_ref()?.csi.as_ref()?;
-    (csi.driver == CSI_DRIVER).then(|| csi.volume_handle.parse())
 }
 
 /// Drops what decisions never read. The replace protocol reads the PV fresh
@@ -168,7 +161,7 @@ impl PvCache {
     }
 
     fn mark_changed(&self, pv: &PersistentVolume) {
-        if let Some(Ok(volume)) = volume_of(pv) {
+        if let Some(Ok(volume)) = linstor_volume_of(pv) {
             lock(&self.changed).insert(volume.resource_definition);
             self.change_signal.notify_one();
         }
@@ -181,7 +174,7 @@ impl WatchSink<PersistentVolume> for PvCache {
     }
 
     fn listed(&self, pv: PersistentVolume) {
-        if volume_of(&pv).is_some()
+        if linstor_volume_of(&pv).is_some()
             && let Some(pending) = lock(&self.pending).as_mut()
         {
             pending.insert(compact(pv));
@@ -196,7 +189,7 @@ impl WatchSink<PersistentVolume> for PvCache {
     }
 
     fn applied(&self, pv: PersistentVolume) {
-        if volume_of(&pv).is_some() {
+        if linstor_volume_of(&pv).is_some() {
             self.mark_changed(&pv);
             lock(&self.index).insert(compact(pv));
         }
@@ -221,6 +214,7 @@ mod tests {
         CSIPersistentVolumeSource, PersistentVolumeSpec, PersistentVolumeStatus,
     };
     use affinity_core::k8s_openapi::apimachinery::pkg::apis::meta::v1::{ManagedFieldsEntry, ObjectMeta};
+    use affinity_core::names::CSI_DRIVER;
 
     use super::*;
 

@@ -2,7 +2,7 @@
 //! the same engine and carried out by the same protocol as the controller's.
 
 use affinity_core::k8s_openapi::api::core::v1::PersistentVolume;
-use affinity_core::names::CSI_DRIVER;
+use affinity_core::linstor_volume_of;
 use affinity_core::{Action, DecisionError, HandleError, Plan, Planner, Replacement, SkipReason, VolumeId};
 use affinity_kube::{ReplaceError, ReplaceProtocol};
 
@@ -185,19 +185,14 @@ pub fn propose(
 
 /// The LINSTOR volume of a LINSTOR CSI PV.
 fn linstor_volume(pv: &PersistentVolume, name: &str) -> Result<VolumeId, ReplaceCommandError> {
-    let csi = pv.spec.as_ref().and_then(|spec| spec.csi.as_ref());
-    match csi {
-        Some(csi) if csi.driver == CSI_DRIVER => {
-            csi.volume_handle
-                .parse()
-                .map_err(|source| ReplaceCommandError::InvalidHandle {
-                    pv: name.to_owned(),
-                    source,
-                })
-        }
-        other => Err(ReplaceCommandError::NotLinstor {
+    match linstor_volume_of(pv) {
+        Some(volume) => volume.map_err(|source| ReplaceCommandError::InvalidHandle {
             pv: name.to_owned(),
-            what: other.map_or_else(
+            source,
+        }),
+        None => Err(ReplaceCommandError::NotLinstor {
+            pv: name.to_owned(),
+            what: pv.spec.as_ref().and_then(|spec| spec.csi.as_ref()).map_or_else(
                 || "not a CSI volume".to_owned(),
                 |csi| format!("CSI driver {}", csi.driver),
             ),
