@@ -13,8 +13,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use affinity_core::k8s_openapi::api::core::v1::{
@@ -28,7 +27,7 @@ use futures::StreamExt;
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event};
-use kube_harness::{TEST_LABEL, TestEnv, VolumeOptions, persistent_volume};
+use kube_harness::{LoggedProcess, TEST_LABEL, TestEnv, VolumeOptions, persistent_volume};
 use linstor_api::sim::{SimNode, SimResource, SimResourceDefinition, SimState, Simulator};
 
 #[derive(Debug, Parser)]
@@ -276,37 +275,6 @@ fn usage(pid: u32) -> (Resident, Duration) {
     (resident, Duration::from_millis(ticks * 10))
 }
 
-/// The controller process with its log.
-struct Controller {
-    child: Child,
-    lines: Arc<Mutex<Vec<String>>>,
-}
-
-impl Controller {
-    async fn line(&self, needle: &str) -> String {
-        for _ in 0..6000 {
-            if let Some(line) = self
-                .lines
-                .lock()
-                .unwrap()
-                .iter()
-                .find(|line| line.contains(needle))
-            {
-                return line.clone();
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        panic!("controller never logged {needle:?}");
-    }
-}
-
-impl Drop for Controller {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// Values of the controller's metrics, by series name with labels.
 async fn metrics(address: &str) -> BTreeMap<String, f64> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -417,36 +385,26 @@ async fn main() {
     eprintln!("setup: {} bound PVs in {:.0?}", args.pvs, started.elapsed());
 
     // The controller.
-    let mut child = Command::new(&args.controller)
-        .args([
-            "--kubeconfig",
-            env.cluster().kubeconfig().to_str().unwrap(),
-            "--reconcile-rate",
-            &args.reconcile_rate,
-            "--bind-address",
-            "127.0.0.1:0",
-            "--metrics-address",
-            "127.0.0.1:0",
-        ])
-        .args(&args.controller_args)
-        .env("LS_CONTROLLERS", sim.http_url().unwrap())
-        .env_remove("RUST_LOG")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let lines = Arc::new(Mutex::new(Vec::new()));
-    let stderr = child.stderr.take().unwrap();
-    let sink = Arc::clone(&lines);
-    std::thread::spawn(move || {
-        use std::io::BufRead;
-        for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
-            sink.lock().unwrap().push(line);
-        }
-    });
-    let controller = Controller { child, lines };
-    let pid = controller.child.id();
-    let metrics_line = controller.line("metrics endpoint").await;
+    let controller = LoggedProcess::spawn(
+        Command::new(&args.controller)
+            .args([
+                "--kubeconfig",
+                env.cluster().kubeconfig().to_str().unwrap(),
+                "--reconcile-rate",
+                &args.reconcile_rate,
+                "--bind-address",
+                "127.0.0.1:0",
+                "--metrics-address",
+                "127.0.0.1:0",
+            ])
+            .args(&args.controller_args)
+            .env("LS_CONTROLLERS", sim.http_url().unwrap())
+            .env_remove("RUST_LOG"),
+    );
+    let pid = controller.pid();
+    let metrics_line = controller
+        .wait_for_line("metrics endpoint", Duration::from_secs(120))
+        .await;
     let address = metrics_line
         .split_whitespace()
         .find_map(|word| word.strip_prefix("address="))

@@ -95,9 +95,9 @@ async fn assert_reported_once_and_unchanged(
     scenario.assert_pv_unchanged(before).await;
 
     let log = &run.controller;
-    let replaced = log.plain_lines_with(&["PV replaced", &format!("pv={pv_name} ")]);
+    let replaced = log.lines_with(&["PV replaced", &format!("pv={pv_name} ")]);
     assert!(replaced.is_empty(), "{replaced:?}");
-    let logged = log.plain_lines_with(&["PV left unchanged", &format!("pv={pv_name} "), value]);
+    let logged = log.lines_with(&["PV left unchanged", &format!("pv={pv_name} "), value]);
     assert_eq!(
         logged.len(),
         1,
@@ -229,9 +229,7 @@ async fn an_unparseable_saved_pv_is_reported_once() {
     for definition in &gone {
         assert_eq!(scenario.saved_pv(definition).as_deref(), Some(value));
         let volume = format!("{definition}/0");
-        let logged = run
-            .controller
-            .plain_lines_with(&["PV left unchanged", &volume, value]);
+        let logged = run.controller.lines_with(&["PV left unchanged", &volume, value]);
         assert_eq!(logged.len(), 1, "{volume}; log:\n{}", run.controller.log());
     }
     let nameless = warnings_about(&scenario, &run, "").await;

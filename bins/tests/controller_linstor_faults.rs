@@ -26,31 +26,11 @@ const RECONCILE_FAILURES: &str =
 const RECONCILES: &str = r#"linstor_affinity_controller_reconciles_total{reconciler="AffinityReconciler"}"#;
 const LAST_SUCCESS: &str = "linstor_affinity_controller_last_successful_reconcile_timestamp_seconds";
 
-/// `line` without terminal colour sequences (`ESC [ ... letter`).
-fn strip_ansi(line: &str) -> String {
-    let mut out = String::with_capacity(line.len());
-    let mut chars = line.chars();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' {
-            for c in chars.by_ref() {
-                if c.is_ascii_alphabetic() {
-                    break;
-                }
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
-
 /// The address the controller's metrics endpoint is bound to, from its log.
 async fn metrics_address(controller: &ControllerProcess) -> String {
-    let line = strip_ansi(
-        &controller
-            .wait_for_line("metrics endpoint", Duration::from_secs(30))
-            .await,
-    );
+    let line = controller
+        .wait_for_line("metrics endpoint", Duration::from_secs(30))
+        .await;
     line.split_whitespace()
         .find_map(|field| field.strip_prefix("address="))
         .unwrap_or_else(|| panic!("no address in {line:?}"))
@@ -119,11 +99,9 @@ async fn assert_left_alone(
 ) {
     let name = pv_name(bound);
     let uid = bound.pv.metadata.uid.clone().unwrap();
-    let failed = strip_ansi(
-        &controller
-            .wait_for_line("pass failed", Duration::from_secs(60))
-            .await,
-    );
+    let failed = controller
+        .wait_for_line("pass failed", Duration::from_secs(60))
+        .await;
     assert!(
         failed.contains("reading the LINSTOR"),
         "{failed}\n{}",

@@ -168,14 +168,14 @@ async fn assert_left_alone(
 ) {
     let pv_name = before.metadata.name.clone().unwrap();
     scenario.assert_pv_unchanged(before).await;
-    let replaced = controller.plain_lines_with(&["PV replaced", &format!("pv={pv_name} ")]);
+    let replaced = controller.lines_with(&["PV replaced", &format!("pv={pv_name} ")]);
     assert!(replaced.is_empty(), "{replaced:?}");
     assert!(scenario.saved_pv(rd).is_none(), "intent saved for {rd}");
 }
 
 /// Asserts that the controller logged skipping PV `pv_name` because of `reason`.
 fn assert_skipped_for(controller: &ControllerProcess, pv_name: &str, reason: &str) {
-    let skipped = controller.plain_lines_with(&["skipped", &format!("pv={pv_name} "), reason]);
+    let skipped = controller.lines_with(&["skipped", &format!("pv={pv_name} "), reason]);
     assert!(
         !skipped.is_empty(),
         "no log line skipping {pv_name} for {reason:?}; log:\n{}",

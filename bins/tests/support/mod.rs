@@ -4,9 +4,8 @@
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::{Arc, Mutex};
+use std::ops::{Deref, DerefMut};
+use std::process::{Command, ExitStatus};
 use std::time::{Duration, Instant};
 
 use affinity_core::k8s_openapi::api::core::v1::{
@@ -16,7 +15,7 @@ use affinity_core::k8s_openapi::api::storage::v1::StorageClass;
 use affinity_core::k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use affinity_core::names::SAVED_PV_PROPERTY;
 use kube::api::{Api, PostParams};
-use kube_harness::{BoundVolume, TestEnv, VolumeOptions};
+use kube_harness::{BoundVolume, LoggedProcess, TestEnv, VolumeOptions};
 use linstor_api::sim::{SimNode, SimResource, SimResourceDefinition, SimState, Simulator};
 
 /// The LINSTOR node-name topology key.
@@ -270,147 +269,35 @@ impl Scenario {
     }
 }
 
-/// The controller binary, running.
+/// The controller binary, running; the log-reading and signalling methods
+/// are those of [`LoggedProcess`].
 pub struct ControllerProcess {
-    child: Child,
-    lines: Arc<Mutex<Vec<String>>>,
+    process: LoggedProcess,
 }
 
 impl ControllerProcess {
     /// Starts the controller with `args`, LINSTOR at `linstor_url`; its
     /// stderr is collected line by line.
     pub fn start(args: &[String], linstor_url: &str) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_linstor-affinity-controller"))
-            .args(args)
-            .env("LS_CONTROLLERS", linstor_url)
-            .env_remove("RUST_LOG")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let lines = Arc::new(Mutex::new(Vec::new()));
-        let stderr = child.stderr.take().unwrap();
-        let sink = Arc::clone(&lines);
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                sink.lock().unwrap().push(line);
-            }
-        });
-        ControllerProcess { child, lines }
+        let process = LoggedProcess::spawn(
+            Command::new(env!("CARGO_BIN_EXE_linstor-affinity-controller"))
+                .args(args)
+                .env("LS_CONTROLLERS", linstor_url)
+                .env_remove("RUST_LOG"),
+        );
+        ControllerProcess { process }
     }
 
-    /// The process id.
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    /// Everything logged so far.
-    pub fn log(&self) -> String {
-        self.lines.lock().unwrap().join("\n")
-    }
-
-    /// How many logged lines contain `needle`.
-    pub fn count(&self, needle: &str) -> usize {
-        self.lines
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|line| line.contains(needle))
-            .count()
-    }
-
-    /// Waits until a logged line contains `needle`; returns it.
-    pub async fn wait_for_line(&self, needle: &str, timeout: Duration) -> String {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(line) = self
-                .lines
-                .lock()
-                .unwrap()
-                .iter()
-                .find(|line| line.contains(needle))
-            {
-                return line.clone();
-            }
-            if Instant::now() >= deadline {
-                panic!(
-                    "no log line with {needle:?} within {timeout:?}; log:\n{}",
-                    self.log()
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    /// Kills the process with SIGKILL and reaps it.
-    pub fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-
-    /// Sends SIGTERM and waits for the exit.
+    /// Sends SIGTERM and waits for the exit (at most 20 s).
     pub async fn terminate(&mut self) -> ExitStatus {
-        Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            if Instant::now() >= deadline {
-                panic!(
-                    "controller still running 20 s after SIGTERM; log:\n{}",
-                    self.log()
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-}
-
-/// `line` without ANSI escape sequences (the controller's log is coloured,
-/// also around field names, so `pv=NAME` only matches once they are gone).
-pub fn strip_ansi(line: &str) -> String {
-    let mut plain = String::with_capacity(line.len());
-    let mut chars = line.chars();
-    while let Some(c) = chars.next() {
-        if c != '\u{1b}' {
-            plain.push(c);
-            continue;
-        }
-        // ESC [ parameters, then one final byte from '@' to '~'.
-        if chars.next() == Some('[') {
-            for c in chars.by_ref() {
-                if ('@'..='~').contains(&c) {
-                    break;
-                }
-            }
-        }
-    }
-    plain
-}
-
-impl ControllerProcess {
-    /// The logged lines, without colour codes, that contain every one of `needles`.
-    pub fn plain_lines_with(&self, needles: &[&str]) -> Vec<String> {
-        self.lines
-            .lock()
-            .unwrap()
-            .iter()
-            .map(|line| strip_ansi(line))
-            .filter(|line| needles.iter().all(|needle| line.contains(needle)))
-            .collect()
+        self.process.terminate(Duration::from_secs(20)).await
     }
 
     /// How many full passes (every PV decided for) have finished so far;
     /// needs `-v 3`, as [`Scenario::controller`] sets.
     pub fn full_passes(&self) -> usize {
-        self.plain_lines_with(&["pass done", "full=true"]).len()
-            + self.plain_lines_with(&["pass failed", "full=true"]).len()
+        self.lines_with(&["pass done", "full=true"]).len()
+            + self.lines_with(&["pass failed", "full=true"]).len()
     }
 
     /// Waits until `passes` more full passes than now have finished.
@@ -429,8 +316,16 @@ impl ControllerProcess {
     }
 }
 
-impl Drop for ControllerProcess {
-    fn drop(&mut self) {
-        self.kill();
+impl Deref for ControllerProcess {
+    type Target = LoggedProcess;
+
+    fn deref(&self) -> &LoggedProcess {
+        &self.process
+    }
+}
+
+impl DerefMut for ControllerProcess {
+    fn deref_mut(&mut self) -> &mut LoggedProcess {
+        &mut self.process
     }
 }

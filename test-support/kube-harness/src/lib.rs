@@ -23,9 +23,11 @@
 mod cluster;
 mod env;
 mod objects;
+mod process;
 
 pub use cluster::{BIN_DIR_ENV, Cluster, ClusterError, KEEP_LOGS_ENV, KUBECONFIG_ENV, scripts_dir};
 pub use env::{BoundVolume, RESYNC_ANNOTATION, TestEnv};
 pub use objects::{
     CSI_DRIVER, TEST_LABEL, VolumeOptions, hostname_affinity, micro_time_now, persistent_volume, time_now,
 };
+pub use process::LoggedProcess;
