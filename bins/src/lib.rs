@@ -12,6 +12,7 @@
 //! - [`manifests`] writes replacement PVs for review;
 //! - [`duration`] parses durations such as `1m` or `90s`;
 //! - [`memory`] keeps the controller's resident memory close to what it keeps;
+//! - [`signals`] waits for SIGTERM or Ctrl-C;
 //! - [`progress`] shows a spinner on a terminal while the tool waits;
 //! - [`plan`] ties them together for `plan` and picks the exit status;
 //! - [`replace`] decides for one PV and runs the replace protocol.
@@ -28,3 +29,20 @@ pub mod progress;
 pub mod render;
 pub mod replace;
 pub mod report;
+pub mod signals;
+
+/// The `LS_*` environment of the Go LINSTOR client, as a string literal for `--help` texts (a
+/// macro, so that `concat!` can join it with the rest of a help text).
+#[macro_export]
+macro_rules! linstor_environment_help {
+    () => {
+        "  LS_CONTROLLERS   comma-separated controllers: host, host:port, http://, https://, linstor://,
+                   linstor+ssl://; default localhost, port 3370 (http) or 3371 (https); https when
+                   any TLS variable is set
+  LS_USER_CERTIFICATE, LS_USER_KEY, LS_ROOT_CA                 mutual TLS, PEM text
+  LS_USER_CERTIFICATE_FILE, LS_USER_KEY_FILE, LS_ROOT_CA_FILE  mutual TLS, file paths
+  LS_USERNAME, LS_PASSWORD                                     basic auth
+  LS_BEARER_TOKEN_FILE                                         bearer token (text or JSON `token`)
+"
+    };
+}

@@ -24,26 +24,22 @@ use futures::future::BoxFuture;
 use linstor_affinity_cli::duration::parse_duration;
 use linstor_affinity_cli::kube_args::KubeArgs;
 use linstor_affinity_cli::memory::{release_free_memory, use_one_arena};
+use linstor_affinity_cli::signals::stop_requested;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 use tracing_subscriber::EnvFilter;
 
-const LINSTOR_ENV_HELP: &str = "\
-LINSTOR connection, the environment of the Go LINSTOR client:
-  LS_CONTROLLERS   comma-separated controllers: host, host:port, http://, https://, linstor://,
-                   linstor+ssl://; default localhost, port 3370 (http) or 3371 (https); https when
-                   any TLS variable is set
-  LS_USER_CERTIFICATE, LS_USER_KEY, LS_ROOT_CA                 mutual TLS, PEM text
-  LS_USER_CERTIFICATE_FILE, LS_USER_KEY_FILE, LS_ROOT_CA_FILE  mutual TLS, file paths
-  LS_USERNAME, LS_PASSWORD                                     basic auth
-  LS_BEARER_TOKEN_FILE                                         bearer token (text or JSON `token`)
-
+const LINSTOR_ENV_HELP: &str = concat!(
+    "LINSTOR connection, the environment of the Go LINSTOR client:\n",
+    linstor_affinity_cli::linstor_environment_help!(),
+    "\n\
 Endpoints: /healthz and /readyz (ready once the PV cache synced) on --bind-address; /metrics on
 --metrics-address when set.
 
 Exit codes: 0 clean shutdown (SIGTERM, Ctrl-C) or complete migration; 1 cannot go on, or a
 migration left failures; 2 unusable flags, kubeconfig or LS_* environment; 3 an endpoint address
-cannot be bound.";
+cannot be bound."
+);
 
 /// Keeps Kubernetes PV node affinity in sync with LINSTOR replica placement.
 ///
@@ -357,26 +353,7 @@ fn own_namespace() -> String {
 }
 
 async fn cancel_on_signal(shutdown: CancellationToken) {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
-                }
-            }
-            Err(error) => {
-                warn!(%error, "cannot watch SIGTERM; only Ctrl-C stops the controller");
-                let _ = tokio::signal::ctrl_c().await;
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-    }
+    stop_requested().await;
     info!("shutdown requested");
     shutdown.cancel();
 }

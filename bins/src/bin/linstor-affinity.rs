@@ -45,16 +45,10 @@ enum Command {
 /// The LINSTOR environment, the same for every live command.
 macro_rules! linstor_env_help {
     () => {
-        "\
-LINSTOR connection (live mode), the environment of the Go LINSTOR client:
-  LS_CONTROLLERS   comma-separated controllers: host, host:port, http://, https://, linstor://,
-                   linstor+ssl://; default localhost, port 3370 (http) or 3371 (https); https when
-                   any TLS variable is set
-  LS_USER_CERTIFICATE, LS_USER_KEY, LS_ROOT_CA                 mutual TLS, PEM text
-  LS_USER_CERTIFICATE_FILE, LS_USER_KEY_FILE, LS_ROOT_CA_FILE  mutual TLS, file paths
-  LS_USERNAME, LS_PASSWORD                                     basic auth
-  LS_BEARER_TOKEN_FILE                                         bearer token (text or JSON `token`)
-"
+        concat!(
+            "LINSTOR connection (live mode), the environment of the Go LINSTOR client:\n",
+            linstor_affinity_cli::linstor_environment_help!()
+        )
     };
 }
 
