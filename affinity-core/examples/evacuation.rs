@@ -147,6 +147,10 @@ fn main() {
             Ok(Action::InSync) => (now.clone(), "in sync".to_owned()),
             Ok(Action::Skip(reason)) => ("-".to_owned(), format!("skip: {reason}")),
             Ok(Action::ClearSavedState) => ("-".to_owned(), "clear saved state".to_owned()),
+            Ok(Action::RestoreReclaimPolicy { policy }) => (
+                now.clone(),
+                format!("restore reclaim policy {policy} once the claim owns it"),
+            ),
             Ok(Action::Replace(replacement)) => {
                 let wanted = describe(
                     replacement

@@ -9,6 +9,7 @@ use k8s_openapi::jiff::Timestamp;
 use crate::handle::{HandleError, VolumeId};
 use crate::policy_source::PolicyError;
 use crate::replacement::SavedStateError;
+use crate::safety::ClaimProblem;
 use crate::topology::Accessibility;
 
 /// Settings every decision of one reconcile shares.
@@ -66,6 +67,13 @@ pub enum Action {
     Replace(Box<Replacement>),
     /// Saved state of a replace that finished: remove the property.
     ClearSavedState,
+    /// The PV was created at `Retain` in place of another: restore its
+    /// original reclaim policy once its claim owns it (checked right before
+    /// the write, against the claim as read then).
+    RestoreReclaimPolicy {
+        /// The policy to restore.
+        policy: String,
+    },
 }
 
 /// Why a PV is left alone.
@@ -77,6 +85,17 @@ pub enum SkipReason {
     SkipProperty,
     /// The PV is `Released`: its claim is gone.
     Released,
+    /// The PV is `Failed`: its reclaim failed.
+    Failed,
+    /// The PV is being deleted: whoever deleted it wins.
+    BeingDeleted,
+    /// The PV was created at `Retain` in place of another and its claim let
+    /// go of it (it is `Released` or `Failed`): it stays at `Retain`, so
+    /// Kubernetes never reclaims a volume its claim no longer owns.
+    ClaimGone {
+        /// The reclaim policy that was not restored.
+        policy: String,
+    },
     /// The PV is younger than the grace period.
     GracePeriod {
         /// Time until the grace period ends.
@@ -106,7 +125,10 @@ impl SkipReason {
     pub fn is_warning(&self) -> bool {
         matches!(
             self,
-            Self::NoHealthyDiskfulReplica | Self::UnknownNode { .. } | Self::DuplicateVolume { .. }
+            Self::NoHealthyDiskfulReplica
+                | Self::UnknownNode { .. }
+                | Self::DuplicateVolume { .. }
+                | Self::ClaimGone { .. }
         )
     }
 }
@@ -117,6 +139,12 @@ impl fmt::Display for SkipReason {
             Self::SkipAnnotation => f.write_str("skip annotation set on the PV"),
             Self::SkipProperty => f.write_str("skip property set on the resource definition"),
             Self::Released => f.write_str("PV is Released"),
+            Self::Failed => f.write_str("PV is Failed"),
+            Self::BeingDeleted => f.write_str("PV is being deleted"),
+            Self::ClaimGone { policy } => write!(
+                f,
+                "PV kept at reclaim policy Retain (not restored to {policy}): its claim let go of it"
+            ),
             Self::GracePeriod { remaining } => {
                 write!(
                     f,
@@ -145,13 +173,17 @@ pub struct Replacement {
     pub affinity: AffinityBasis,
 }
 
-/// The live PV a replace removes, identified for a UID precondition.
+/// The live PV a replace removes, identified for the preconditions of the
+/// writes that retire it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RetiredPv {
     /// Its name.
     pub name: String,
     /// Its UID, when known.
     pub uid: Option<String>,
+    /// Its resource version as read when the replacement was built, when
+    /// known: the first write to it fails if anyone changed it since.
+    pub resource_version: Option<String>,
 }
 
 /// Why a PV is replaced.
@@ -188,6 +220,26 @@ pub enum DecisionError {
     /// Saved replace state is unusable.
     #[error(transparent)]
     SavedState(#[from] SavedStateError),
+    /// The cluster contradicts saved replace state: someone changed or
+    /// replaced the PV since the intent was saved.
+    #[error("volume {volume}: saved replace state of PV {pv} kept, nothing written: {reason}")]
+    IntentContradicted {
+        /// The volume.
+        volume: VolumeId,
+        /// The PV's name.
+        pv: String,
+        /// What differs.
+        reason: String,
+    },
+    /// A saved PV whose live PV is gone is not created again because no
+    /// claim owns it.
+    #[error("volume {volume}: saved PV not created again, nothing written: {source}")]
+    Unowned {
+        /// The volume.
+        volume: VolumeId,
+        /// Why no claim owns it.
+        source: ClaimProblem,
+    },
     /// Saved replace state names another PV than the live one.
     #[error("volume {volume}: saved state is for PV {saved_pv}, but PV {live_pv} stands for the volume")]
     SavedStateConflict {
@@ -230,6 +282,8 @@ pub struct PlanSummary {
     pub skip: usize,
     /// Saved states to clear.
     pub clear_saved_state: usize,
+    /// Reclaim policies to restore.
+    pub restore_reclaim_policy: usize,
     /// Volumes with an error, and PVs with an invalid handle.
     pub errors: usize,
 }
@@ -257,6 +311,7 @@ impl Plan {
                 Ok(Action::Replace(_)) => summary.replace += 1,
                 Ok(Action::Skip(_)) => summary.skip += 1,
                 Ok(Action::ClearSavedState) => summary.clear_saved_state += 1,
+                Ok(Action::RestoreReclaimPolicy { .. }) => summary.restore_reclaim_policy += 1,
                 Err(_) => summary.errors += 1,
             }
         }

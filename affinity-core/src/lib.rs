@@ -63,6 +63,7 @@ mod planner;
 mod policy;
 mod policy_source;
 mod replacement;
+mod safety;
 mod source;
 mod storage_class;
 mod topology;
@@ -81,7 +82,14 @@ pub use namespace::guess_property_namespace;
 pub use planner::{LinstorSource, Planner};
 pub use policy::{PolicyParseError, RemoteAccessPolicy, RemoteAccessRule, prune};
 pub use policy_source::{PolicyError, PolicyOrigin, resolve_policy};
-pub use replacement::{SavedStateError, decode_saved_pv, encode_saved_pv, replacement_pv};
+pub use replacement::{
+    SavedIntent, SavedStateError, decode_intent, decode_saved_pv, encode_intent, encode_saved_pv,
+    held_at_retain, replacement_pv,
+};
+pub use safety::{
+    ClaimProblem, IntentVerdict, RestoreStep, claim_of, claim_owns, difference_outside_protocol,
+    intent_verdict, may_recreate, restore_policy_of, restore_step,
+};
 pub use source::{LinstorSnapshot, NodeSource, ResourceDefinitionSource, ResourceSource, StorageClassSource};
 pub use storage_class::{
     DEFAULT_LAYER_LIST, LAYER_KINDS, StorageClassError, parse_layer_list, policy_from_parameters,

@@ -71,3 +71,19 @@ pub const DEFAULT_VOLUME_MODE: &str = "Filesystem";
 
 /// PV phase of a volume whose claim was deleted.
 pub const PHASE_RELEASED: &str = "Released";
+
+/// PV phase of a volume whose reclaim failed.
+pub const PHASE_FAILED: &str = "Failed";
+
+/// PV phase of a volume bound to its claim.
+pub const PHASE_BOUND: &str = "Bound";
+
+/// Annotation on a PV this project created with reclaim policy `Retain` in
+/// place of another: its value is the reclaim policy to restore once the
+/// claim that owned the old PV owns the new one. Removed when restored.
+pub const RESTORE_RECLAIM_POLICY_ANNOTATION: &str = "linstor.csi.linbit.com/affinity-restore-reclaim-policy";
+
+/// Key of the saved PV document under which the intent records the PV it
+/// retires (UID and resource version). Readers that decode the document as
+/// a PersistentVolume, the reference controller's among them, ignore it.
+pub const SAVED_RETIRES_KEY: &str = "linstorAffinityRetires";

@@ -15,10 +15,11 @@ use crate::decision::{
 use crate::fast_hash::FastMap;
 use crate::handle::{VolumeId, linstor_volume_handle, split_handle};
 use crate::model::{Replica, ResourceDefinitionState, saved_pv_json};
-use crate::names::{PHASE_RELEASED, SKIP_ANNOTATION, SKIP_PROPERTY, SKIP_RECLAIM_ANNOTATION};
+use crate::names::{PHASE_FAILED, PHASE_RELEASED, SKIP_ANNOTATION, SKIP_PROPERTY};
 use crate::policy::{PolicyParseError, RemoteAccessPolicy};
 use crate::policy_source::{PolicyError, PolicyOrigin, policy_for_origin, pv_name};
-use crate::replacement::{decode_saved_pv, replacement_pv};
+use crate::replacement::{SavedIntent, decode_intent, replacement_pv};
+use crate::safety::{IntentVerdict, intent_verdict, restore_policy_of};
 use crate::source::{NodeSource, ResourceDefinitionSource, ResourceSource, StorageClassSource};
 use crate::storage_class::{StorageClassError, policy_from_parameters};
 use crate::topology::{Accessibility, Segments, diskful_nodes, merge_topologies, node_segments};
@@ -168,7 +169,18 @@ where
             let saved = definition
                 .and_then(|definition| definition.volume_properties(number))
                 .and_then(saved_pv_json);
-            let mut live = pvs.iter().filter(|(_, n, _)| *n == number).map(|(_, _, pv)| *pv);
+            let mut live: Vec<&PersistentVolume> = pvs
+                .iter()
+                .filter(|(_, n, _)| *n == number)
+                .map(|(_, _, pv)| *pv)
+                .collect();
+            if live.len() > 1 {
+                keep_first(
+                    &mut live,
+                    saved.and_then(|json| decode_intent(json, &volume).ok()).as_ref(),
+                );
+            }
+            let mut live = live.into_iter();
             let first = live.next();
             let duplicates: Vec<VolumeDecision> = match first {
                 None => Vec::new(),
@@ -199,14 +211,14 @@ where
         let (pv_name, outcome) = match (live, saved) {
             (None, None) => return None,
             (Some(pv), None) => (pv_name(pv).to_owned(), self.decide_live(&volume, definition, pv)),
-            (live, Some(json)) => match decode_saved_pv(json, &volume) {
+            (live, Some(json)) => match decode_intent(json, &volume) {
                 Err(error) => (
                     live.map(pv_name).unwrap_or_default().to_owned(),
                     Err(DecisionError::from(error)),
                 ),
-                Ok(saved) => {
-                    let name = pv_name(&saved).to_owned();
-                    (name, self.decide_with_saved_state(&volume, live, saved))
+                Ok(intent) => {
+                    let name = pv_name(&intent.pv).to_owned();
+                    (name, self.decide_with_saved_state(&volume, live, intent))
                 }
             },
         };
@@ -225,7 +237,17 @@ where
         definition: Option<&ResourceDefinitionState>,
         pv: &PersistentVolume,
     ) -> Result<Action, DecisionError> {
-        if let Some(reason) = self.skip_reason(definition, pv) {
+        if let Some(reason) = deliberate_skip(definition, pv) {
+            return Ok(Action::Skip(reason));
+        }
+        if let Some(policy) = restore_policy_of(pv) {
+            let policy = policy.to_owned();
+            return Ok(match phase(pv) {
+                Some(PHASE_RELEASED | PHASE_FAILED) => Action::Skip(SkipReason::ClaimGone { policy }),
+                _ => Action::RestoreReclaimPolicy { policy },
+            });
+        }
+        if let Some(reason) = self.state_skip(pv) {
             return Ok(Action::Skip(reason));
         }
         let replicas = self.linstor.resources(&volume.resource_definition);
@@ -251,29 +273,12 @@ where
         })))
     }
 
-    fn skip_reason(
-        &self,
-        definition: Option<&ResourceDefinitionState>,
-        pv: &PersistentVolume,
-    ) -> Option<SkipReason> {
-        let annotated = pv
-            .metadata
-            .annotations
-            .as_ref()
-            .and_then(|annotations| annotations.get(SKIP_ANNOTATION))
-            .is_some_and(|value| !value.is_empty());
-        if annotated {
-            return Some(SkipReason::SkipAnnotation);
-        }
-        let skip_property = definition
-            .and_then(|definition| definition.properties.get(SKIP_PROPERTY))
-            .is_some_and(|value| !value.is_empty());
-        if skip_property {
-            return Some(SkipReason::SkipProperty);
-        }
-        let phase = pv.status.as_ref().and_then(|status| status.phase.as_deref());
-        if phase == Some(PHASE_RELEASED) {
-            return Some(SkipReason::Released);
+    /// Skips for the PV's state: claim gone, reclaim failed, or too young.
+    fn state_skip(&self, pv: &PersistentVolume) -> Option<SkipReason> {
+        match phase(pv) {
+            Some(PHASE_RELEASED) => return Some(SkipReason::Released),
+            Some(PHASE_FAILED) => return Some(SkipReason::Failed),
+            _ => {}
         }
         let remaining = self.grace_remaining(pv);
         (!remaining.is_zero()).then_some(SkipReason::GracePeriod { remaining })
@@ -289,17 +294,18 @@ where
     }
 
     /// Saved state present: finish an interrupted replace, recreate a
-    /// missing PV, or clear the state of a replace that completed.
+    /// missing PV, or clear the state of a replace that completed; or, when
+    /// the cluster contradicts the intent, nothing.
     fn decide_with_saved_state(
         &mut self,
         volume: &VolumeId,
         live: Option<&PersistentVolume>,
-        saved: PersistentVolume,
+        intent: SavedIntent,
     ) -> Result<Action, DecisionError> {
         let (retire, trigger) = match live {
             None => (None, ReplaceTrigger::RecreateFromSavedState),
             Some(pv) => {
-                let (live_name, saved_name) = (pv_name(pv), pv_name(&saved));
+                let (live_name, saved_name) = (pv_name(pv), pv_name(&intent.pv));
                 if live_name != saved_name {
                     return Err(DecisionError::SavedStateConflict {
                         volume: volume.clone(),
@@ -307,12 +313,20 @@ where
                         live_pv: live_name.to_owned(),
                     });
                 }
-                if !replace_interrupted(pv, &saved) {
-                    return Ok(Action::ClearSavedState);
+                match intent_verdict(&intent, pv) {
+                    IntentVerdict::Finished => return Ok(Action::ClearSavedState),
+                    IntentVerdict::Contradicted(reason) => {
+                        return Err(DecisionError::IntentContradicted {
+                            volume: volume.clone(),
+                            pv: live_name.to_owned(),
+                            reason,
+                        });
+                    }
+                    IntentVerdict::Resume => (Some(retired(pv)), ReplaceTrigger::ResumeInterrupted),
                 }
-                (Some(retired(pv)), ReplaceTrigger::ResumeInterrupted)
             }
         };
+        let saved = intent.pv;
         let (node_affinity, affinity) = match self.recompute(&volume.resource_definition, &saved) {
             Ok(accessibility) => (
                 desired_node_affinity(&accessibility),
@@ -445,25 +459,57 @@ fn retired(pv: &PersistentVolume) -> RetiredPv {
     RetiredPv {
         name: pv_name(pv).to_owned(),
         uid: pv.metadata.uid.clone(),
+        resource_version: pv.metadata.resource_version.clone(),
     }
 }
 
-/// Whether the live PV shows a replace that stopped half-way: it is being
-/// deleted, or it carries the reclaim policy or the skip-reclaim annotation
-/// the protocol sets before deleting, where the saved original does not.
-fn replace_interrupted(live: &PersistentVolume, saved: &PersistentVolume) -> bool {
-    let reclaim = |pv: &PersistentVolume| {
-        pv.spec
-            .as_ref()
-            .and_then(|spec| spec.persistent_volume_reclaim_policy.clone())
-    };
-    let skip_reclaim = |pv: &PersistentVolume| {
-        pv.metadata
-            .annotations
-            .as_ref()
-            .is_some_and(|annotations| annotations.contains_key(SKIP_RECLAIM_ANNOTATION))
-    };
-    live.metadata.deletion_timestamp.is_some()
-        || reclaim(live) != reclaim(saved)
-        || (skip_reclaim(live) && !skip_reclaim(saved))
+fn phase(pv: &PersistentVolume) -> Option<&str> {
+    pv.status.as_ref()?.phase.as_deref()
+}
+
+/// Skips its owner asked for (annotation on the PV, property on the
+/// resource definition) or that a deletion under way imposes.
+fn deliberate_skip(
+    definition: Option<&ResourceDefinitionState>,
+    pv: &PersistentVolume,
+) -> Option<SkipReason> {
+    let annotated = pv
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|annotations| annotations.get(SKIP_ANNOTATION))
+        .is_some_and(|value| !value.is_empty());
+    if annotated {
+        return Some(SkipReason::SkipAnnotation);
+    }
+    let skip_property = definition
+        .and_then(|definition| definition.properties.get(SKIP_PROPERTY))
+        .is_some_and(|value| !value.is_empty());
+    if skip_property {
+        return Some(SkipReason::SkipProperty);
+    }
+    pv.metadata
+        .deletion_timestamp
+        .is_some()
+        .then_some(SkipReason::BeingDeleted)
+}
+
+/// Orders the PVs standing for one volume so that the one to keep comes
+/// first, the same whatever order they were listed in: the PV an intent
+/// retires, then the PV an intent names, then the oldest, then by name.
+fn keep_first(pvs: &mut [&PersistentVolume], intent: Option<&SavedIntent>) {
+    let retired_uid = intent
+        .and_then(|intent| intent.retires.as_ref())
+        .and_then(|retires| retires.uid.as_deref());
+    let saved_name = intent.map(|intent| pv_name(&intent.pv));
+    pvs.sort_by_key(|pv| {
+        let created = pv.metadata.creation_timestamp.as_ref().map(|time| time.0);
+        (
+            retired_uid.is_none() || pv.metadata.uid.as_deref() != retired_uid,
+            saved_name != Some(pv_name(pv)),
+            created.is_none(),
+            created,
+            pv_name(pv),
+        )
+    });
 }

@@ -3,8 +3,11 @@
 use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeSpec, VolumeNodeAffinity};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
+use crate::decision::RetiredPv;
 use crate::handle::{HandleError, VolumeId};
-use crate::names::{CSI_DRIVER, DEFAULT_VOLUME_MODE};
+use crate::names::{
+    CSI_DRIVER, DEFAULT_VOLUME_MODE, RECLAIM_RETAIN, RESTORE_RECLAIM_POLICY_ANNOTATION, SAVED_RETIRES_KEY,
+};
 
 /// The PV to create in place of `base`: the same object as far as a client
 /// may set it (name, labels, annotations, finalizers, owner references and
@@ -41,9 +44,58 @@ pub fn replacement_pv(
     }
 }
 
-/// The saved form of a replacement PV: its JSON apply document.
+/// The saved form of a replacement PV: its JSON apply document, as the
+/// reference controller writes it.
 pub fn encode_saved_pv(pv: &PersistentVolume) -> Result<String, serde_json::Error> {
     serde_json::to_string(pv)
+}
+
+/// A replace intent as saved on the volume definition: the replacement PV
+/// and, when it was written by this project, the PV it retires.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SavedIntent {
+    /// The replacement PV, with the original reclaim policy and annotations.
+    pub pv: PersistentVolume,
+    /// The live PV the replace retires (UID and resource version as read
+    /// when the replacement was built); `None` for intents of the reference
+    /// controller, which records neither, and for re-creations.
+    pub retires: Option<RetiredPv>,
+}
+
+/// The saved form of an intent: the replacement's JSON apply document with
+/// the retired PV's UID and resource version under [`SAVED_RETIRES_KEY`],
+/// a key that readers decoding a PersistentVolume ignore.
+pub fn encode_intent(
+    pv: &PersistentVolume,
+    retires: Option<&RetiredPv>,
+) -> Result<String, serde_json::Error> {
+    let mut document = serde_json::to_value(pv)?;
+    if let (Some(retires), Some(object)) = (retires, document.as_object_mut()) {
+        object.insert(
+            SAVED_RETIRES_KEY.to_owned(),
+            serde_json::json!({ "uid": retires.uid, "resourceVersion": retires.resource_version }),
+        );
+    }
+    serde_json::to_string(&document)
+}
+
+/// The PV as this project creates it in place of a retired one: reclaim
+/// policy `Retain`, with the original policy in
+/// [`RESTORE_RECLAIM_POLICY_ANNOTATION`] until the claim owns the PV
+/// again. A replacement whose policy already is `Retain` is unchanged.
+pub fn held_at_retain(replacement: &PersistentVolume) -> PersistentVolume {
+    let mut held = replacement.clone();
+    let spec = held.spec.get_or_insert_with(Default::default);
+    let original = spec.persistent_volume_reclaim_policy.clone().unwrap_or_default();
+    if original == RECLAIM_RETAIN {
+        return held;
+    }
+    spec.persistent_volume_reclaim_policy = Some(RECLAIM_RETAIN.to_owned());
+    held.metadata
+        .annotations
+        .get_or_insert_with(Default::default)
+        .insert(RESTORE_RECLAIM_POLICY_ANNOTATION.to_owned(), original);
+    held
 }
 
 /// Why saved replace state cannot be used.
@@ -83,6 +135,18 @@ pub enum SavedStateError {
         /// Why the handle is invalid.
         source: HandleError,
     },
+    /// The record of the retired PV is not an object of strings.
+    #[error(
+        "saved PV {pv} of volume {volume}: {SAVED_RETIRES_KEY} is not an object of uid and resourceVersion: {source}"
+    )]
+    InvalidRetires {
+        /// The saved PV's name.
+        pv: String,
+        /// The volume whose property holds it.
+        volume: VolumeId,
+        /// The decoder's error.
+        source: serde_json::Error,
+    },
     /// The saved PV describes another volume than the one it is saved on.
     #[error("saved PV {pv} on volume {volume} names volume {found} in its handle")]
     VolumeMismatch {
@@ -109,11 +173,31 @@ fn abbreviated(text: &str) -> String {
 /// Decodes saved replace state found on `volume` and checks that it is a
 /// named LINSTOR CSI PV of that very volume.
 pub fn decode_saved_pv(json: &str, volume: &VolumeId) -> Result<PersistentVolume, SavedStateError> {
-    let pv: PersistentVolume = serde_json::from_str(json).map_err(|source| SavedStateError::InvalidJson {
+    decode_intent(json, volume).map(|intent| intent.pv)
+}
+
+/// What [`SAVED_RETIRES_KEY`] holds.
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RetiresRecord {
+    uid: Option<String>,
+    resource_version: Option<String>,
+}
+
+/// Decodes a saved intent found on `volume` (written by this project or by
+/// the reference controller) and checks that its PV is a named LINSTOR CSI
+/// PV of that very volume.
+pub fn decode_intent(json: &str, volume: &VolumeId) -> Result<SavedIntent, SavedStateError> {
+    let invalid = |source| SavedStateError::InvalidJson {
         volume: volume.clone(),
         text: abbreviated(json),
         source,
-    })?;
+    };
+    let mut document: serde_json::Value = serde_json::from_str(json).map_err(invalid)?;
+    let retires = document
+        .as_object_mut()
+        .and_then(|object| object.remove(SAVED_RETIRES_KEY));
+    let pv: PersistentVolume = serde_json::from_value(document).map_err(invalid)?;
     let name = match pv.metadata.name.as_deref() {
         Some(name) if !name.is_empty() => name.to_owned(),
         _ => {
@@ -148,7 +232,23 @@ pub fn decode_saved_pv(json: &str, volume: &VolumeId) -> Result<PersistentVolume
             found,
         });
     }
-    Ok(pv)
+    let retires = match retires {
+        None => None,
+        Some(record) => {
+            let record: RetiresRecord =
+                serde_json::from_value(record).map_err(|source| SavedStateError::InvalidRetires {
+                    pv: name.clone(),
+                    volume: volume.clone(),
+                    source,
+                })?;
+            Some(RetiredPv {
+                name,
+                uid: record.uid,
+                resource_version: record.resource_version,
+            })
+        }
+    };
+    Ok(SavedIntent { pv, retires })
 }
 
 #[cfg(test)]

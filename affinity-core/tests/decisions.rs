@@ -13,8 +13,8 @@ use affinity_core::k8s_openapi::jiff::{SignedDuration, Timestamp};
 use affinity_core::names::{SAVED_PV_PROPERTY, SKIP_ANNOTATION, SKIP_PROPERTY, SKIP_RECLAIM_ANNOTATION};
 use affinity_core::{
     Accessibility, Action, AffinityBasis, DecisionError, DecisionSettings, LinstorSnapshot, Plan, Planner,
-    Properties, ReplaceTrigger, Replacement, Replica, ResourceDefinitionState, SkipReason,
-    VolumeDefinitionState, VolumeId, encode_saved_pv, replacement_pv,
+    Properties, ReplaceTrigger, Replacement, Replica, ResourceDefinitionState, RetiredPv, SkipReason,
+    VolumeDefinitionState, VolumeId, encode_intent, encode_saved_pv, replacement_pv,
 };
 
 const HOST: &str = "linbit.com/hostname";
@@ -347,26 +347,86 @@ fn several_volumes_of_one_resource_definition() {
     );
 }
 
-#[test]
-fn duplicate_pvs_keep_the_first_seen() {
-    let mut c = Cluster::new();
-    c.rd("pvc-1", &["n1"]);
-    let plan = c.plan(&[
-        with_affinity(pv("pv-b", "pvc-1", "local"), on_hosts(&["n1"])),
-        with_affinity(pv("pv-a", "pvc-1/0", "local"), on_hosts(&["n3"])),
-    ]);
-    assert_eq!(plan.decisions.len(), 2);
-    assert_eq!(plan.decisions[0].pv_name, "pv-b");
-    assert!(matches!(plan.decisions[0].outcome, Ok(Action::InSync)));
-    assert_eq!(plan.decisions[1].pv_name, "pv-a");
-    let reason = skip(plan.decisions.into_iter().nth(1).unwrap().outcome);
+fn created_hours_ago(mut pv: PersistentVolume, hours: i64) -> PersistentVolume {
+    pv.metadata.creation_timestamp = Some(Time(now() - SignedDuration::from_hours(hours)));
+    pv
+}
+
+/// The PV kept and the duplicate skipped, as (kept, skipped) names.
+fn kept_and_skipped(plan: Plan) -> (String, String) {
+    assert_eq!(plan.decisions.len(), 2, "{plan:?}");
+    let mut decisions = plan.decisions.into_iter();
+    let (kept, duplicate) = (decisions.next().unwrap(), decisions.next().unwrap());
+    let reason = skip(duplicate.outcome);
     assert_eq!(
         reason,
         SkipReason::DuplicateVolume {
-            kept: "pv-b".to_owned()
+            kept: kept.pv_name.clone()
         }
     );
     assert!(reason.is_warning());
+    (kept.pv_name, duplicate.pv_name)
+}
+
+#[test]
+fn duplicate_pvs_keep_the_oldest_then_by_name_whatever_the_order() {
+    let mut c = Cluster::new();
+    c.rd("pvc-1", &["n1"]);
+    let old = created_hours_ago(with_affinity(pv("pv-b", "pvc-1", "local"), on_hosts(&["n1"])), 5);
+    let young = created_hours_ago(
+        with_affinity(pv("pv-a", "pvc-1/0", "local"), on_hosts(&["n3"])),
+        2,
+    );
+    for order in [[old.clone(), young.clone()], [young.clone(), old.clone()]] {
+        let plan = c.plan(&order);
+        assert!(
+            matches!(plan.decisions[0].outcome, Ok(Action::InSync)),
+            "{plan:?}"
+        );
+        assert_eq!(kept_and_skipped(plan), ("pv-b".to_owned(), "pv-a".to_owned()));
+    }
+    let twin = created_hours_ago(
+        with_affinity(pv("pv-a", "pvc-1/0", "local"), on_hosts(&["n3"])),
+        5,
+    );
+    for order in [[old.clone(), twin.clone()], [twin.clone(), old.clone()]] {
+        assert_eq!(
+            kept_and_skipped(c.plan(&order)),
+            ("pv-a".to_owned(), "pv-b".to_owned())
+        );
+    }
+}
+
+#[test]
+fn an_intent_settles_which_duplicate_is_kept() {
+    let mut c = Cluster::new();
+    let old = created_hours_ago(with_affinity(pv("pv-a", "pvc-1", "local"), on_hosts(&["n3"])), 5);
+    let mut retired = created_hours_ago(
+        with_affinity(pv("pv-b", "pvc-1/0", "local"), on_hosts(&["n3"])),
+        2,
+    );
+    retired.metadata.uid = Some("uid-b".to_owned());
+    retired.metadata.resource_version = Some("7".to_owned());
+    let intent = encode_intent(
+        &replacement_pv(&retired, None),
+        Some(&RetiredPv {
+            name: "pv-b".to_owned(),
+            uid: retired.metadata.uid.clone(),
+            resource_version: retired.metadata.resource_version.clone(),
+        }),
+    )
+    .unwrap();
+    c.rd_with("pvc-1", &[], &[(0, Some(intent))]);
+    c.linstor
+        .push_replica(Replica::new("pvc-1", "n1", Vec::<String>::new()));
+    for order in [[old.clone(), retired.clone()], [retired.clone(), old.clone()]] {
+        let plan = c.plan(&order);
+        assert!(
+            matches!(&plan.decisions[0].outcome, Ok(Action::Replace(r)) if r.trigger == ReplaceTrigger::ResumeInterrupted),
+            "{plan:?}"
+        );
+        assert_eq!(kept_and_skipped(plan), ("pv-b".to_owned(), "pv-a".to_owned()));
+    }
 }
 
 #[test]

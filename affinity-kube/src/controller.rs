@@ -12,9 +12,12 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use affinity_core::k8s_openapi::api::core::v1::PersistentVolume;
+use affinity_core::k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
 use affinity_core::k8s_openapi::api::storage::v1::StorageClass;
-use affinity_core::{Action, DecisionSettings, LinstorSnapshot, Planner, guess_property_namespace};
+use affinity_core::{
+    Action, DecisionSettings, LinstorSnapshot, Planner, ReplaceTrigger, claim_of, guess_property_namespace,
+    may_recreate,
+};
 use futures::StreamExt;
 use kube::api::Api;
 use tokio::time::{Instant, MissedTickBehavior};
@@ -22,13 +25,15 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
 use crate::class_cache::{ClassParameters, StorageClassCache};
-use crate::events::warn_about_pv;
+use crate::events::{CLAIM_GONE_REASON, warn_about_pv};
 use crate::http::Readiness;
 use crate::leader::Leadership;
 use crate::linstor_state::{self, FetchError};
 use crate::metrics::Metrics;
 use crate::pv_cache::{PvCache, lock};
-use crate::reconcile::{Operation, OperationKind, PassWork, decide_again, pass_work};
+use crate::reconcile::{
+    Operation, OperationKind, PassWork, PvWarning, decide_again, pass_work, warning_reason,
+};
 use crate::replace::{ReplaceError, ReplaceProtocol, StepObserver};
 use crate::watch::run_watch;
 
@@ -288,6 +293,9 @@ impl Controller {
                         .map(|invalid| (invalid.pv.as_str(), invalid.to_string())),
                 );
                 self.parts.metrics.set_out_of_sync(work.out_of_sync);
+                self.parts
+                    .metrics
+                    .set_held(work.held_at_retain, work.intents_held);
                 (work, pvs.len())
             }
             Scope::ResourceDefinitions(names) => {
@@ -329,37 +337,40 @@ impl Controller {
     /// Warning events for new or changed warnings. A full pass also forgets
     /// PVs that are fine again, so a recurring problem is reported again.
     async fn report_warnings(&self, work: &PassWork, full: bool) {
-        let fresh: Vec<_> = {
-            let mut warned = lock(&self.warned);
-            if full {
-                let current: BTreeSet<(&str, &str)> = work
-                    .warnings
-                    .iter()
-                    .map(|w| (w.pv.as_str(), w.message.as_str()))
-                    .collect();
-                warned.retain(|(pv, message)| current.contains(&(pv.as_str(), message.as_str())));
-            }
-            work.warnings
+        if full {
+            let current: BTreeSet<(&str, &str)> = work
+                .warnings
                 .iter()
-                .filter(|warning| warned.insert((warning.pv.clone(), warning.message.clone())))
-                .cloned()
-                .collect()
-        };
-        for warning in fresh {
-            warn!(pv = %warning.pv, message = %warning.message, "PV left unchanged");
-            // Unreadable saved state of a volume whose PV is gone names no
-            // PV: there is nothing to post the event about.
-            if self.parts.leadership.is_leading() && !warning.pv.is_empty() {
-                let uid = self.pvs.get(&warning.pv).and_then(|pv| pv.metadata.uid.clone());
-                warn_about_pv(
-                    &self.parts.kube,
-                    &warning.pv,
-                    uid.as_deref(),
-                    &warning.message,
-                    &self.settings.instance,
-                )
-                .await;
-            }
+                .map(|w| (w.pv.as_str(), w.message.as_str()))
+                .collect();
+            lock(&self.warned).retain(|(pv, message)| current.contains(&(pv.as_str(), message.as_str())));
+        }
+        for warning in &work.warnings {
+            self.warn_once(warning).await;
+        }
+    }
+
+    /// Logs `warning` and posts it as an event on its PV, unless it was
+    /// reported already and is still current.
+    async fn warn_once(&self, warning: &PvWarning) {
+        let fresh = lock(&self.warned).insert((warning.pv.clone(), warning.message.clone()));
+        if !fresh {
+            return;
+        }
+        warn!(pv = %warning.pv, reason = warning.reason, message = %warning.message, "PV left unchanged");
+        // Unreadable saved state of a volume whose PV is gone names no
+        // PV: there is nothing to post the event about.
+        if self.parts.leadership.is_leading() && !warning.pv.is_empty() {
+            let uid = self.pvs.get(&warning.pv).and_then(|pv| pv.metadata.uid.clone());
+            warn_about_pv(
+                &self.parts.kube,
+                &warning.pv,
+                uid.as_deref(),
+                warning.reason,
+                &warning.message,
+                &self.settings.instance,
+            )
+            .await;
         }
     }
 
@@ -410,17 +421,58 @@ impl Controller {
                 return false;
             }
         };
-        let action = decide_again(snapshot, classes, settings, &operation.volume, live.as_ref());
+        let decision = decide_again(snapshot, classes, settings, &operation.volume, live.as_ref());
         lock(&self.own_writes).insert(operation.volume.resource_definition.clone(), Instant::now());
+        let action = match decision {
+            Some(Ok(action)) => action,
+            Some(Err(error)) => {
+                self.warn_once(&PvWarning {
+                    pv: operation.pv.clone(),
+                    reason: warning_reason(&error),
+                    message: error.to_string(),
+                })
+                .await;
+                self.record(operation.kind, started, false);
+                return false;
+            }
+            None => {
+                debug!(pv = %operation.pv, "nothing to do any more");
+                return true;
+            }
+        };
         let (kind, result) = match (action, live.as_ref()) {
-            (Some(Action::Replace(replacement)), _) => (
-                OperationKind::ReplacePv,
-                self.protocol.run(&operation.volume, &replacement).await.map(drop),
-            ),
-            (Some(Action::ClearSavedState), Some(live)) => (
+            (Action::Replace(replacement), _) => {
+                if replacement.trigger == ReplaceTrigger::RecreateFromSavedState
+                    && let Err(unowned) = self.check_recreate(&operation, &replacement.pv).await
+                {
+                    self.warn_once(&unowned).await;
+                    self.record(OperationKind::ReplacePv, started, false);
+                    return false;
+                }
+                (
+                    OperationKind::ReplacePv,
+                    self.protocol.run(&operation.volume, &replacement).await.map(drop),
+                )
+            }
+            (Action::ClearSavedState, Some(live)) => (
                 OperationKind::ResetOperation,
                 self.protocol.clear_intent(&operation.volume, live).await,
             ),
+            (Action::RestoreReclaimPolicy { .. }, Some(live)) => {
+                let result = self.protocol.restore_reclaim_policy(live).await;
+                if let Ok(Some(problem)) = &result {
+                    self.warn_once(&PvWarning {
+                        pv: operation.pv.clone(),
+                        reason: CLAIM_GONE_REASON,
+                        message: format!(
+                            "volume {}: PV kept at reclaim policy Retain: {problem}",
+                            operation.volume
+                        ),
+                    })
+                    .await;
+                }
+                (OperationKind::RestoreReclaimPolicy, result.map(drop))
+            }
             (other, _) => {
                 debug!(pv = %operation.pv, decision = ?other, "nothing to do any more");
                 return true;
@@ -440,6 +492,36 @@ impl Controller {
         };
         self.record(kind, started, succeeded);
         succeeded
+    }
+
+    /// Reads the claim `saved` names and checks that it still owns the PV,
+    /// which may then be created again; otherwise the warning to report.
+    async fn check_recreate(&self, operation: &Operation, saved: &PersistentVolume) -> Result<(), PvWarning> {
+        let claim = match claim_of(saved) {
+            None => None,
+            Some((namespace, name)) => {
+                let claims: Api<PersistentVolumeClaim> = Api::namespaced(self.parts.kube.clone(), namespace);
+                match claims.get_opt(name).await {
+                    Ok(claim) => claim,
+                    Err(error) => {
+                        self.parts.metrics.record_kubernetes_error();
+                        return Err(PvWarning {
+                            pv: operation.pv.clone(),
+                            reason: crate::events::WARNING_REASON,
+                            message: format!(
+                                "volume {}: cannot read claim {namespace}/{name} of the saved PV: {error}",
+                                operation.volume
+                            ),
+                        });
+                    }
+                }
+            }
+        };
+        may_recreate(&operation.volume, saved, claim.as_ref()).map_err(|error| PvWarning {
+            pv: operation.pv.clone(),
+            reason: warning_reason(&error),
+            message: error.to_string(),
+        })
     }
 
     fn record(&self, kind: OperationKind, started: Instant, succeeded: bool) {

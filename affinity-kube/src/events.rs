@@ -81,16 +81,25 @@ pub async fn announce_replacement(client: &Client, pv: &PersistentVolume, instan
 /// Reason of the warning event on a PV the controller cannot decide for.
 pub const WARNING_REASON: &str = "AffinityNotManaged";
 
+/// Reason of the warning event on a PV kept at reclaim policy `Retain`
+/// because the claim that owned it let go of it.
+pub const CLAIM_GONE_REASON: &str = "ClaimGone";
+
+/// Reason of the warning event on a PV whose saved replace intent the
+/// cluster contradicts: nothing is written and the intent is kept.
+pub const REPLACE_HELD_REASON: &str = "ReplaceHeld";
+
 /// Action of the warning event.
 const WARNING_ACTION: &str = "Left unchanged";
 
-/// Emits a warning event on PV `pv_name` (with `pv_uid` when known) saying
-/// why the controller leaves it alone, for example an invalid override
-/// annotation. `instance` names this controller instance.
+/// Emits a warning event with `reason` on PV `pv_name` (with `pv_uid` when
+/// known) saying why the controller leaves it alone, for example an invalid
+/// override annotation. `instance` names this controller instance.
 pub async fn warn_about_pv(
     client: &Client,
     pv_name: &str,
     pv_uid: Option<&str>,
+    reason: &'static str,
     message: &str,
     instance: &str,
 ) {
@@ -104,7 +113,7 @@ pub async fn warn_about_pv(
     let text = CoreEventText {
         type_: "Warning",
         action: WARNING_ACTION,
-        reason: WARNING_REASON,
+        reason,
         message,
     };
     post_core_event(client, CLUSTER_EVENT_NAMESPACE, &pv_ref, &text, instance, now()).await;

@@ -174,6 +174,33 @@ impl Leadership {
         }
     }
 
+    /// True while this instance leads and will still lead `margin` from now
+    /// if no renewal succeeds meanwhile: a write bounded by `margin` that
+    /// starts now lands while the lease is ours.
+    pub fn is_leading_for(&self, margin: Duration) -> bool {
+        match &self.inner {
+            LeadershipInner::Always => true,
+            LeadershipInner::Elected {
+                renewed_at,
+                renew_deadline,
+            } => within_deadline(
+                *renewed_at.borrow(),
+                renew_deadline.saturating_sub(margin),
+                Instant::now(),
+            ),
+        }
+    }
+
+    /// How long one write may take so that [`Self::is_leading_for`] can
+    /// hold for it between renewals: `ceiling`, and at most half the renew
+    /// deadline.
+    pub fn write_budget(&self, ceiling: Duration) -> Duration {
+        match &self.inner {
+            LeadershipInner::Always => ceiling,
+            LeadershipInner::Elected { renew_deadline, .. } => ceiling.min(*renew_deadline / 2),
+        }
+    }
+
     /// Resolves when this instance becomes leader (immediately if it is).
     ///
     /// Never resolves once the elector has stopped without leading.

@@ -36,6 +36,8 @@ pub struct Metrics {
     operation_duration: Histograms<1>,
     pvs_replaced: Counter,
     pvs_out_of_sync: Gauge,
+    pvs_held_at_retain: Gauge,
+    intents_held: Gauge,
     last_successful_reconcile: Gauge<f64, AtomicU64>,
     linstor_errors: Counter,
     kubernetes_errors: Counter,
@@ -76,6 +78,8 @@ impl Metrics {
             operation_duration: Family::new_with_constructor(duration_histogram),
             pvs_replaced: Counter::default(),
             pvs_out_of_sync: Gauge::default(),
+            pvs_held_at_retain: Gauge::default(),
+            intents_held: Gauge::default(),
             last_successful_reconcile: Gauge::default(),
             linstor_errors: Counter::default(),
             kubernetes_errors: Counter::default(),
@@ -127,6 +131,16 @@ impl Metrics {
             "pvs_out_of_sync",
             "Number of PVs whose node affinity differed from LINSTOR in the last reconcile",
             self.pvs_out_of_sync.clone(),
+        );
+        r.register(
+            "pvs_held_at_retain",
+            "Number of PVs this controller created at reclaim policy Retain whose claim does not own them (yet), in the last reconcile",
+            self.pvs_held_at_retain.clone(),
+        );
+        r.register(
+            "intents_held",
+            "Number of saved replace intents kept without any write because the cluster contradicts them, in the last reconcile",
+            self.intents_held.clone(),
         );
         r.register(
             "last_successful_reconcile_timestamp_seconds",
@@ -209,6 +223,14 @@ impl Metrics {
     /// Sets the number of PVs found out of sync in the current cycle.
     pub fn set_out_of_sync(&self, pvs: u64) {
         self.pvs_out_of_sync.set(gauge_value(pvs));
+    }
+
+    /// Sets the number of PVs held at `Retain` until their claim owns them,
+    /// and the number of intents the cluster contradicts, found in the
+    /// current cycle.
+    pub fn set_held(&self, pvs_at_retain: u64, intents: u64) {
+        self.pvs_held_at_retain.set(gauge_value(pvs_at_retain));
+        self.intents_held.set(gauge_value(intents));
     }
 
     /// Sets the number of PVs in the watch cache.

@@ -4,9 +4,12 @@
 
 use affinity_core::k8s_openapi::api::core::v1::PersistentVolume;
 use affinity_core::{
-    Action, DecisionSettings, LinstorSource, Planner, StorageClassSource, VolumeDecision, VolumeId,
+    Action, DecisionError, DecisionSettings, LinstorSource, Planner, SkipReason, StorageClassSource,
+    VolumeDecision, VolumeId,
 };
 use tracing::debug;
+
+use crate::events::{CLAIM_GONE_REASON, REPLACE_HELD_REASON, WARNING_REASON};
 
 /// What an operation does, named as the reference's metrics name it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -15,17 +18,21 @@ pub enum OperationKind {
     ReplacePv,
     /// Remove the saved state of a finished replace: `ResetOperation`.
     ResetOperation,
+    /// Restore the reclaim policy of a PV created at `Retain` once its
+    /// claim owns it: `RestoreReclaimPolicy`.
+    RestoreReclaimPolicy,
 }
 
 impl OperationKind {
     /// Every kind, so that metric series exist from the start.
-    pub const ALL: [OperationKind; 2] = [Self::ReplacePv, Self::ResetOperation];
+    pub const ALL: [OperationKind; 3] = [Self::ReplacePv, Self::ResetOperation, Self::RestoreReclaimPolicy];
 
     /// The metric label of the operation, as the reference spells it.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::ReplacePv => "ReplacePV",
             Self::ResetOperation => "ResetOperation",
+            Self::RestoreReclaimPolicy => "RestoreReclaimPolicy",
         }
     }
 }
@@ -53,8 +60,18 @@ pub struct Operation {
 pub struct PvWarning {
     /// Name of the PV.
     pub pv: String,
+    /// Reason of the warning event, such as [`CLAIM_GONE_REASON`].
+    pub reason: &'static str,
     /// What is wrong, naming the value at fault.
     pub message: String,
+}
+
+/// The event reason for a decision error.
+pub fn warning_reason(error: &DecisionError) -> &'static str {
+    match error {
+        DecisionError::IntentContradicted { .. } | DecisionError::Unowned { .. } => REPLACE_HELD_REASON,
+        _ => WARNING_REASON,
+    }
 }
 
 /// The work of one pass.
@@ -67,6 +84,10 @@ pub struct PassWork {
     /// PVs whose affinity does not match LINSTOR (including interrupted
     /// replaces and PVs to re-create).
     pub out_of_sync: u64,
+    /// PVs created at `Retain` whose original policy is not restored yet.
+    pub held_at_retain: u64,
+    /// Saved intents kept without a write because the cluster contradicts them.
+    pub intents_held: u64,
 }
 
 /// Turns decisions into operations and warnings. Problems that are no
@@ -81,9 +102,12 @@ pub fn pass_work<'a>(
         let kind = match &decision.outcome {
             Ok(Action::InSync) => continue,
             Ok(Action::Skip(reason)) => {
+                let held = matches!(reason, SkipReason::ClaimGone { .. });
+                work.held_at_retain += u64::from(held);
                 if reason.is_warning() {
                     work.warnings.push(PvWarning {
                         pv: decision.pv_name.clone(),
+                        reason: if held { CLAIM_GONE_REASON } else { WARNING_REASON },
                         message: format!("volume {}: left unchanged: {reason}", decision.volume),
                     });
                 } else {
@@ -96,9 +120,16 @@ pub fn pass_work<'a>(
                 OperationKind::ReplacePv
             }
             Ok(Action::ClearSavedState) => OperationKind::ResetOperation,
+            Ok(Action::RestoreReclaimPolicy { .. }) => {
+                work.held_at_retain += 1;
+                OperationKind::RestoreReclaimPolicy
+            }
             Err(error) => {
+                let reason = warning_reason(error);
+                work.intents_held += u64::from(reason == REPLACE_HELD_REASON);
                 work.warnings.push(PvWarning {
                     pv: decision.pv_name.clone(),
+                    reason,
                     message: error.to_string(),
                 });
                 continue;
@@ -113,6 +144,7 @@ pub fn pass_work<'a>(
     for (pv, message) in invalid_handles {
         work.warnings.push(PvWarning {
             pv: pv.to_owned(),
+            reason: WARNING_REASON,
             message,
         });
     }
@@ -120,14 +152,15 @@ pub fn pass_work<'a>(
 }
 
 /// Decides again for one volume, from its PV as just read (`None` when the
-/// PV does not exist), right before a write.
+/// PV does not exist), right before a write. `None` when there is nothing
+/// to decide (no PV, no saved state).
 pub fn decide_again<L, S>(
     linstor: &L,
     storage_classes: &S,
     settings: &DecisionSettings,
     volume: &VolumeId,
     live: Option<&PersistentVolume>,
-) -> Option<Action>
+) -> Option<Result<Action, DecisionError>>
 where
     L: LinstorSource + ?Sized,
     S: StorageClassSource + ?Sized,
@@ -137,7 +170,7 @@ where
         .decide_resource_definition(&volume.resource_definition, &pvs)
         .into_iter()
         .find(|decision| decision.volume == *volume)
-        .and_then(|decision| decision.outcome.ok())
+        .map(|decision| decision.outcome)
 }
 
 #[cfg(test)]
@@ -337,15 +370,15 @@ mod tests {
         let drifted = pv("pv-1", "pvc-1", Some("node-a"));
         assert!(matches!(
             decide_again(&linstor, &classes, &settings, &volume, Some(&drifted)),
-            Some(Action::Replace(_))
+            Some(Ok(Action::Replace(_)))
         ));
         // Someone fixed the PV in the meantime.
         let fixed = pv("pv-1", "pvc-1", Some("node-b"));
-        assert_eq!(
+        assert!(matches!(
             decide_again(&linstor, &classes, &settings, &volume, Some(&fixed)),
-            Some(Action::InSync)
-        );
+            Some(Ok(Action::InSync))
+        ));
         // The PV is gone and nothing was saved: nothing to do.
-        assert_eq!(decide_again(&linstor, &classes, &settings, &volume, None), None);
+        assert!(decide_again(&linstor, &classes, &settings, &volume, None).is_none());
     }
 }

@@ -1,23 +1,31 @@
 //! The replace protocol for one PV.
 //!
-//! 1. Save the replacement PV as the intent (LINSTOR volume definition).
-//! 2. If the live PV still exists: in one merge patch set reclaim policy
-//!    `Retain` and the skip-reclaim annotation (the CSI volume can then never
-//!    be deleted), delete it with a UID precondition, drop its finalizers,
-//!    and wait until it is gone.
-//! 3. Server-side apply the replacement.
-//! 4. Nudge the claim, so the PV binder binds it again at once instead of
-//!    on its next periodic sync.
-//! 5. Clear the intent.
+//! 1. Save the intent on the LINSTOR volume definition: the replacement PV
+//!    and the UID and resource version of the PV it retires.
+//! 2. If the live PV still exists: in one merge patch, conditional on the
+//!    resource version the replacement was built from, set reclaim policy
+//!    `Retain` and the skip-reclaim annotation, and check that the answer
+//!    shows both; delete it conditional on the answer's resource version;
+//!    drop its finalizers; wait until it is gone.
+//! 3. Create the replacement at reclaim policy `Retain`, the original policy
+//!    kept in an annotation ([`affinity_core::held_at_retain`]).
+//! 4. Clear the intent.
+//! 5. Nudge the claim, so the PV binder binds it again at once; once the
+//!    claim that owned the old PV owns the new one (it exists, has the saved
+//!    UID, names the PV), mark the PV `Bound` and restore its policy. A claim
+//!    that is gone or was re-created leaves the PV at `Retain`.
 //! 6. Announce the replacement with events on the PV and its claim.
 //!
-//! Every step is safe to repeat, and a crash between any two leaves either
-//! the intent or the finished PV: deciding again from the intent
-//! ([`affinity_core::Planner`]) resumes where the protocol stopped.
+//! So no PV written here is ever `Released`, `Failed` or deleted with
+//! reclaim policy `Delete` unless its claim owns it. Every step is safe to
+//! repeat, and a crash between any two leaves the intent, the new PV held at
+//! `Retain`, or the finished PV: deciding again resumes where the protocol
+//! stopped, or writes nothing when someone else changed the PV meanwhile.
 //!
-//! Every write first checks [`Leadership`], so an instance that lost its
-//! lease stops between two steps; requests the API server throttles (429)
-//! are repeated after a pause.
+//! Every write is fenced: it goes out only while this instance's lease stays
+//! valid for the whole time the write may take, and is abandoned after that
+//! time; requests the API server throttles (429) are repeated after a pause,
+//! each repetition fenced again.
 
 use std::fmt;
 use std::future::Future;
@@ -26,11 +34,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use affinity_core::k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
-use affinity_core::names::{FIELD_MANAGER, RECLAIM_RETAIN, SKIP_RECLAIM_ANNOTATION};
-use affinity_core::{Replacement, RetiredPv, VolumeId, encode_saved_pv};
+use affinity_core::names::{
+    FIELD_MANAGER, PHASE_BOUND, RECLAIM_RETAIN, RESTORE_RECLAIM_POLICY_ANNOTATION, SKIP_RECLAIM_ANNOTATION,
+};
+use affinity_core::{
+    ClaimProblem, Replacement, RestoreStep, RetiredPv, VolumeId, claim_of, claim_owns, encode_intent,
+    held_at_retain, restore_policy_of, restore_step,
+};
 use futures::future::BoxFuture;
 use kube::Client;
-use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, Preconditions};
 use serde_json::json;
 use tracing::{debug, info, warn};
 
@@ -48,6 +61,12 @@ const DELETION_POLL: Duration = Duration::from_millis(50);
 /// Attempts of a request the API server answers with 429, and the first pause.
 const THROTTLED_ATTEMPTS: u32 = 6;
 const THROTTLED_PAUSE: Duration = Duration::from_millis(250);
+/// The longest one Kubernetes request of the protocol may take; less when
+/// the lease's renew deadline is short ([`Leadership::write_budget`]).
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// Attempts at removing the finalizers of a PV being deleted while other
+/// controllers change it.
+const FINALIZER_ATTEMPTS: u32 = 5;
 /// When and how often to check that a nudged claim was bound again.
 const REBIND_CHECK_AFTER: Duration = Duration::from_secs(2);
 const REBIND_CHECKS: u32 = 3;
@@ -63,21 +82,24 @@ pub enum ReplaceStep {
     DeleteIssued,
     /// The live PV's finalizers were removed.
     FinalizersRemoved,
-    /// The replacement was applied.
+    /// The replacement was created (at reclaim policy `Retain`).
     Recreated,
     /// The intent was removed.
     IntentCleared,
+    /// The replacement's claim owns it and its original reclaim policy is back.
+    PolicyRestored,
 }
 
 impl ReplaceStep {
     /// Every step, in protocol order.
-    pub const ALL: [ReplaceStep; 6] = [
+    pub const ALL: [ReplaceStep; 7] = [
         Self::IntentSaved,
         Self::RetainSet,
         Self::DeleteIssued,
         Self::FinalizersRemoved,
         Self::Recreated,
         Self::IntentCleared,
+        Self::PolicyRestored,
     ];
 
     /// The step's name, such as `retain-set`.
@@ -89,6 +111,7 @@ impl ReplaceStep {
             Self::FinalizersRemoved => "finalizers-removed",
             Self::Recreated => "recreated",
             Self::IntentCleared => "intent-cleared",
+            Self::PolicyRestored => "policy-restored",
         }
     }
 }
@@ -102,7 +125,7 @@ impl fmt::Display for ReplaceStep {
 /// A step name that is not one of [`ReplaceStep::ALL`].
 #[derive(Debug, thiserror::Error)]
 #[error(
-    "unknown replace step {0:?} (expected one of intent-saved, retain-set, delete-issued, finalizers-removed, recreated, intent-cleared)"
+    "unknown replace step {0:?} (expected one of intent-saved, retain-set, delete-issued, finalizers-removed, recreated, intent-cleared, policy-restored)"
 )]
 pub struct UnknownStep(String);
 
@@ -150,15 +173,43 @@ pub enum ReplaceError {
         /// The API error (boxed: it is large).
         source: Box<kube::Error>,
     },
-    /// The live PV is not the one the decision was about.
-    #[error("PV {pv} changed since the decision (uid {found:?}, expected {expected:?}); deciding again")]
+    /// The live PV is not the one the decision was about, or changed since.
+    #[error("PV {pv} changed since the decision ({what}); nothing written, deciding again")]
     Changed {
         /// Name of the PV.
         pv: String,
-        /// The UID the decision saw.
-        expected: Option<String>,
-        /// The UID found now.
-        found: Option<String>,
+        /// What was found.
+        what: String,
+    },
+    /// The answer to the Retain patch does not show reclaim policy `Retain`
+    /// and the skip-reclaim annotation: another writer (a webhook, a GitOps
+    /// tool) undid them. The PV is not deleted.
+    #[error(
+        "PV {pv}: reclaim policy Retain and {SKIP_RECLAIM_ANNOTATION} did not stick (the answer shows policy {policy:?}); not deleting it"
+    )]
+    RetainNotKept {
+        /// Name of the PV.
+        pv: String,
+        /// The reclaim policy the answer shows.
+        policy: Option<String>,
+    },
+    /// A PV of the replacement's name exists that this protocol did not create.
+    #[error("PV {pv} exists already (UID {uid:?}) and is not this replacement; nothing written")]
+    Occupied {
+        /// Name of the PV.
+        pv: String,
+        /// Its UID.
+        uid: Option<String>,
+    },
+    /// A Kubernetes request did not answer in time; it may still land.
+    #[error("PV {pv}: {step}: no answer within {seconds:.1} s")]
+    RequestTimeout {
+        /// Name of the PV.
+        pv: String,
+        /// The step that timed out.
+        step: &'static str,
+        /// How long was waited.
+        seconds: f64,
     },
     /// The retired PV did not go away in time.
     #[error("PV {pv} is still present {seconds} s after its deletion")]
@@ -174,8 +225,9 @@ pub enum ReplaceError {
         /// The volume.
         volume: VolumeId,
     },
-    /// This instance lost its lease: it must not write any more.
-    #[error("PV {pv}: not leading any more; stopped before {step}")]
+    /// This instance lost its lease, or it may expire before the write
+    /// lands: it must not write any more.
+    #[error("PV {pv}: not leading (for long enough) any more; stopped before {step}")]
     NotLeading {
         /// Name of the PV.
         pv: String,
@@ -222,27 +274,73 @@ impl<L: IntentLog> ReplaceProtocol<L> {
     }
 
     /// Removes the intent of a replace that finished (the "reset"
-    /// operation), `live` being the PV it left. The claim is nudged and the
-    /// PV marked Bound first: the replace may have stopped before it did so.
+    /// operation), `live` being the PV it left; then restores its reclaim
+    /// policy when its claim owns it (the replace may have stopped before).
     pub async fn clear_intent(&self, volume: &VolumeId, live: &PersistentVolume) -> Result<(), ReplaceError> {
         let pv = live.metadata.name.as_deref().unwrap_or_default();
         self.ensure_leading(pv, "clearing the intent")?;
-        if let Some(claim) = self.nudge_claim(live).await {
-            self.restore_bound_phase(live, &claim).await;
-        }
         self.intents.clear(volume).await.map_err(Box::new)?;
         info!(%pv, %volume, "saved state of a finished replace removed");
-        Ok(())
+        self.settle(live).await.map(drop)
+    }
+
+    /// Restores the original reclaim policy of `live`, a PV this protocol
+    /// created at `Retain`, once its claim owns it. Returns why it stays at
+    /// `Retain` when the claim does not.
+    pub async fn restore_reclaim_policy(
+        &self,
+        live: &PersistentVolume,
+    ) -> Result<Option<ClaimProblem>, ReplaceError> {
+        self.settle(live).await
+    }
+
+    /// The write budget of one request, fenced by the lease.
+    fn budget(&self) -> Duration {
+        self.leadership.write_budget(REQUEST_TIMEOUT)
     }
 
     fn ensure_leading(&self, pv: &str, step: &'static str) -> Result<(), ReplaceError> {
-        if self.leadership.is_leading() {
+        if self.leadership.is_leading_for(self.budget()) {
             Ok(())
         } else {
             Err(ReplaceError::NotLeading {
                 pv: pv.to_owned(),
                 step,
             })
+        }
+    }
+
+    /// Sends one Kubernetes write (or read) of step `step` about PV `pv`:
+    /// only while the lease stays ours for the request's whole budget, given
+    /// up after that budget, repeated with growing pauses while the API
+    /// server answers 429, and fenced again before each repetition.
+    async fn fenced<T, F, Fut>(&self, pv: &str, step: &'static str, mut request: F) -> Result<T, FencedError>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, kube::Error>>,
+    {
+        let mut pause = THROTTLED_PAUSE;
+        let mut attempt = 1;
+        loop {
+            self.ensure_leading(pv, step).map_err(FencedError::Protocol)?;
+            let budget = self.budget();
+            let answer = tokio::time::timeout(budget, request()).await.map_err(|_| {
+                FencedError::Protocol(ReplaceError::RequestTimeout {
+                    pv: pv.to_owned(),
+                    step,
+                    seconds: budget.as_secs_f64(),
+                })
+            })?;
+            match answer {
+                Err(kube::Error::Api(status)) if status.code == 429 && attempt < THROTTLED_ATTEMPTS => {
+                    debug!(%pv, step, attempt, "request throttled by the API server; repeating");
+                    tokio::time::sleep(pause).await;
+                    pause *= 2;
+                    attempt += 1;
+                }
+                Err(error) => return Err(FencedError::Kube(error)),
+                Ok(value) => return Ok(value),
+            }
         }
     }
 
@@ -254,7 +352,7 @@ impl<L: IntentLog> ReplaceProtocol<L> {
     }
 
     /// Replaces (or re-creates) the PV of `volume` as `replacement` says.
-    /// Returns the PV as the API server stored it.
+    /// Returns the PV as the API server stored it last.
     pub async fn run(
         &self,
         volume: &VolumeId,
@@ -268,9 +366,11 @@ impl<L: IntentLog> ReplaceProtocol<L> {
             .ok_or_else(|| ReplaceError::Unnamed {
                 volume: volume.clone(),
             })?;
-        let intent = encode_saved_pv(&replacement.pv).map_err(|source| ReplaceError::Encode {
-            pv: name.clone(),
-            source,
+        let intent = encode_intent(&replacement.pv, replacement.retire.as_ref()).map_err(|source| {
+            ReplaceError::Encode {
+                pv: name.clone(),
+                source,
+            }
         })?;
         self.ensure_leading(&name, "saving the intent")?;
         self.intents.save(volume, &intent).await.map_err(Box::new)?;
@@ -278,85 +378,233 @@ impl<L: IntentLog> ReplaceProtocol<L> {
         if let Some(retired) = &replacement.retire {
             self.retire(retired).await?;
         }
-        self.ensure_leading(&name, "applying the replacement")?;
-        let apply = PatchParams::apply(FIELD_MANAGER).force();
-        let replacement_patch = Patch::Apply(&replacement.pv);
-        let applied = retry_throttled(|| self.pvs.patch(&name, &apply, &replacement_patch))
-            .await
-            .map_err(|source| kube_error(&name, "applying the replacement", source))?;
+        let created = self
+            .create(
+                &name,
+                &held_at_retain(&replacement.pv),
+                replacement.retire.as_ref(),
+            )
+            .await?;
         self.done(&name, ReplaceStep::Recreated).await;
-        if self.leadership.is_leading()
-            && let Some(claim) = self.nudge_claim(&applied).await
-        {
-            self.restore_bound_phase(&applied, &claim).await;
-        }
         self.ensure_leading(&name, "clearing the intent")?;
         self.intents.clear(volume).await.map_err(Box::new)?;
         self.done(&name, ReplaceStep::IntentCleared).await;
-        announce_replacement(&self.client, &applied, &self.instance).await;
+        // A PV left at Retain here is seen again by the next pass, which
+        // restores its policy or reports why it cannot.
+        if let Err(error) = self.settle(&created).await {
+            warn!(pv = %name, %error, "reclaim policy not restored yet; the next pass does it");
+        }
+        announce_replacement(&self.client, &created, &self.instance).await;
         info!(pv = %name, %volume, trigger = ?replacement.trigger, "PV replaced");
-        Ok(applied)
+        Ok(created)
+    }
+
+    /// Creates `held`, the replacement at `Retain`. A PV of that name that
+    /// exists already is accepted only when it is this replacement, created
+    /// by an earlier attempt (it is not the retired PV and carries the
+    /// policy to restore).
+    async fn create(
+        &self,
+        name: &str,
+        held: &PersistentVolume,
+        retired: Option<&RetiredPv>,
+    ) -> Result<PersistentVolume, ReplaceError> {
+        let params = PostParams {
+            field_manager: Some(FIELD_MANAGER.to_owned()),
+            ..PostParams::default()
+        };
+        let step = "creating the replacement";
+        match self.fenced(name, step, || self.pvs.create(&params, held)).await {
+            Ok(created) => return Ok(created),
+            Err(FencedError::Kube(kube::Error::Api(status))) if status.code == 409 => {}
+            Err(error) => return Err(error.into_replace_error(name, step)),
+        }
+        let existing = self
+            .fenced(name, "reading the existing replacement", || {
+                self.pvs.get_opt(name)
+            })
+            .await
+            .map_err(|error| error.into_replace_error(name, "reading the existing replacement"))?;
+        match existing {
+            Some(pv)
+                if retired.is_none_or(|retired| pv.metadata.uid != retired.uid)
+                    && restore_policy_of(&pv) == restore_policy_of(held)
+                    && pv.metadata.deletion_timestamp.is_none() =>
+            {
+                Ok(pv)
+            }
+            other => Err(ReplaceError::Occupied {
+                pv: name.to_owned(),
+                uid: other.and_then(|pv| pv.metadata.uid),
+            }),
+        }
     }
 
     /// Makes sure the live PV is gone without its volume being reclaimed.
+    /// Every write is conditional on the PV being exactly as last seen.
     async fn retire(&self, retired: &RetiredPv) -> Result<(), ReplaceError> {
         let name = retired.name.as_str();
-        let live = retry_throttled(|| self.pvs.get_opt(name))
-            .await
-            .map_err(|source| kube_error(name, "reading the live PV", source))?;
-        let Some(live) = live else {
+        let Some(version) = self.version_to_retire(retired).await? else {
             return Ok(());
         };
-        if retired.uid.is_some() && live.metadata.uid != retired.uid {
-            return Err(ReplaceError::Changed {
-                pv: name.to_owned(),
-                expected: retired.uid.clone(),
-                found: live.metadata.uid,
-            });
-        }
         let keep_volume = json!({
-            "metadata": { "annotations": { SKIP_RECLAIM_ANNOTATION: "true" } },
+            "metadata": {
+                "resourceVersion": version,
+                "annotations": { SKIP_RECLAIM_ANNOTATION: "true" },
+            },
             "spec": { "persistentVolumeReclaimPolicy": RECLAIM_RETAIN },
         });
-        self.ensure_leading(name, "setting reclaim policy Retain")?;
         let patch = PatchParams::default();
         let keep_volume = Patch::Merge(&keep_volume);
-        retry_throttled(|| self.pvs.patch(name, &patch, &keep_volume))
+        let step = "setting reclaim policy Retain";
+        let retained = match self
+            .fenced(name, step, || self.pvs.patch(name, &patch, &keep_volume))
             .await
-            .map_err(|source| kube_error(name, "setting reclaim policy Retain", source))?;
+        {
+            Ok(retained) => retained,
+            Err(FencedError::Kube(kube::Error::Api(status))) if status.code == 404 => return Ok(()),
+            Err(error) => return Err(error.into_replace_error(name, step)),
+        };
+        let policy = retained
+            .spec
+            .as_ref()
+            .and_then(|spec| spec.persistent_volume_reclaim_policy.clone());
+        let skip_reclaim = retained
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|annotations| annotations.get(SKIP_RECLAIM_ANNOTATION));
+        if policy.as_deref() != Some(RECLAIM_RETAIN)
+            || skip_reclaim.map(String::as_str) != Some("true")
+            || retained.metadata.uid != retired.uid
+        {
+            return Err(ReplaceError::RetainNotKept {
+                pv: name.to_owned(),
+                policy,
+            });
+        }
         self.done(name, ReplaceStep::RetainSet).await;
         let delete = DeleteParams {
             preconditions: Some(Preconditions {
-                uid: live.metadata.uid.clone(),
-                resource_version: None,
+                uid: retained.metadata.uid.clone(),
+                resource_version: retained.metadata.resource_version.clone(),
             }),
             ..DeleteParams::default()
         };
-        self.ensure_leading(name, "deleting the live PV")?;
-        match retry_throttled(|| self.pvs.delete(name, &delete)).await {
-            Ok(_) => {}
-            Err(kube::Error::Api(status)) if status.code == 404 => return Ok(()),
-            Err(source) => return Err(kube_error(name, "deleting the live PV", source)),
-        }
+        let step = "deleting the live PV";
+        let deleting = match self.fenced(name, step, || self.pvs.delete(name, &delete)).await {
+            Ok(answer) => answer.left(),
+            Err(FencedError::Kube(kube::Error::Api(status))) if status.code == 404 => None,
+            Err(error) => return Err(error.into_replace_error(name, step)),
+        };
         self.done(name, ReplaceStep::DeleteIssued).await;
-        let no_finalizers = json!({ "metadata": { "finalizers": null } });
-        let no_finalizers = Patch::Merge(&no_finalizers);
-        self.ensure_leading(name, "removing finalizers")?;
-        match retry_throttled(|| self.pvs.patch(name, &patch, &no_finalizers)).await {
-            Ok(_) => {}
-            Err(kube::Error::Api(status)) if status.code == 404 => {}
-            Err(source) => return Err(kube_error(name, "removing finalizers", source)),
+        if let Some(deleting) = deleting {
+            self.remove_finalizers(deleting, retired).await?;
         }
         self.done(name, ReplaceStep::FinalizersRemoved).await;
-        self.wait_until_gone(name, live.metadata.uid.as_deref()).await
+        self.wait_until_gone(name, retired.uid.as_deref()).await
+    }
+
+    /// The resource version the Retain patch is conditional on: the one the
+    /// replacement was built from, or (for callers that did not record one)
+    /// the live PV's, read now. `None` when the PV is gone.
+    async fn version_to_retire(&self, retired: &RetiredPv) -> Result<Option<String>, ReplaceError> {
+        if let Some(version) = &retired.resource_version {
+            return Ok(Some(version.clone()));
+        }
+        let name = retired.name.as_str();
+        let step = "reading the live PV";
+        let live = self
+            .fenced(name, step, || self.pvs.get_opt(name))
+            .await
+            .map_err(|error| error.into_replace_error(name, step))?;
+        match live {
+            None => Ok(None),
+            Some(live) if retired.uid.is_some() && live.metadata.uid != retired.uid => {
+                Err(ReplaceError::Changed {
+                    pv: name.to_owned(),
+                    what: format!(
+                        "UID {:?}, the decision was about {:?}",
+                        live.metadata.uid, retired.uid
+                    ),
+                })
+            }
+            Some(live) => Ok(live.metadata.resource_version),
+        }
+    }
+
+    /// Removes the finalizers of `deleting`, the retired PV being deleted,
+    /// conditional on its resource version; when other controllers changed
+    /// it meanwhile, reads it again and repeats while it still is the
+    /// retired PV at `Retain`.
+    async fn remove_finalizers(
+        &self,
+        mut deleting: PersistentVolume,
+        retired: &RetiredPv,
+    ) -> Result<(), ReplaceError> {
+        let name = retired.name.as_str();
+        let patch = PatchParams::default();
+        for _ in 0..FINALIZER_ATTEMPTS {
+            if deleting.metadata.finalizers.as_ref().is_none_or(Vec::is_empty) {
+                return Ok(());
+            }
+            let no_finalizers = json!({
+                "metadata": { "resourceVersion": deleting.metadata.resource_version, "finalizers": null }
+            });
+            let no_finalizers = Patch::Merge(&no_finalizers);
+            let step = "removing finalizers";
+            match self
+                .fenced(name, step, || self.pvs.patch(name, &patch, &no_finalizers))
+                .await
+            {
+                Ok(_) => return Ok(()),
+                Err(FencedError::Kube(kube::Error::Api(status))) if status.code == 404 => return Ok(()),
+                Err(FencedError::Kube(kube::Error::Api(status))) if status.code == 409 => {}
+                Err(error) => return Err(error.into_replace_error(name, step)),
+            }
+            let step = "reading the PV being deleted";
+            let current = self
+                .fenced(name, step, || self.pvs.get_opt(name))
+                .await
+                .map_err(|error| error.into_replace_error(name, step))?;
+            match current {
+                None => return Ok(()),
+                Some(pv)
+                    if pv.metadata.uid == retired.uid
+                        && pv
+                            .spec
+                            .as_ref()
+                            .and_then(|spec| spec.persistent_volume_reclaim_policy.as_deref())
+                            == Some(RECLAIM_RETAIN) =>
+                {
+                    deleting = pv;
+                }
+                Some(pv) => {
+                    return Err(ReplaceError::Changed {
+                        pv: name.to_owned(),
+                        what: format!(
+                            "UID {:?}, reclaim policy {:?} while being deleted",
+                            pv.metadata.uid,
+                            pv.spec.and_then(|spec| spec.persistent_volume_reclaim_policy)
+                        ),
+                    });
+                }
+            }
+        }
+        Err(ReplaceError::Changed {
+            pv: name.to_owned(),
+            what: format!("its finalizers changed {FINALIZER_ATTEMPTS} times while they were removed"),
+        })
     }
 
     async fn wait_until_gone(&self, name: &str, uid: Option<&str>) -> Result<(), ReplaceError> {
         let deadline = tokio::time::Instant::now() + DELETION_TIMEOUT;
         loop {
-            let current = retry_throttled(|| self.pvs.get_opt(name))
+            let step = "waiting for the deletion";
+            let current = self
+                .fenced(name, step, || self.pvs.get_opt(name))
                 .await
-                .map_err(|source| kube_error(name, "waiting for the deletion", source))?;
+                .map_err(|error| error.into_replace_error(name, step))?;
             match current {
                 None => return Ok(()),
                 Some(pv) if pv.metadata.uid.as_deref() != uid => return Ok(()),
@@ -371,40 +619,107 @@ impl<L: IntentLog> ReplaceProtocol<L> {
         }
     }
 
-    /// Marks the re-created PV `Bound` when `claim` is the claim it is
-    /// bound to and names it, exactly the PV binder's own condition: the PV
-    /// binder (limited to 20 requests per second in kube-controller-manager
-    /// by default) then has nothing left to write for it. Best effort: the
-    /// binder marks it itself otherwise.
-    async fn restore_bound_phase(&self, pv: &PersistentVolume, claim: &PersistentVolumeClaim) {
-        let name = pv.metadata.name.as_deref().unwrap_or_default();
-        let claim_ref = pv.spec.as_ref().and_then(|spec| spec.claim_ref.as_ref());
-        let bound_to_claim = claim_ref
-            .is_some_and(|claim_ref| claim_ref.uid.is_some() && claim_ref.uid == claim.metadata.uid)
-            && claim.spec.as_ref().and_then(|spec| spec.volume_name.as_deref()) == Some(name);
-        let phase = pv.status.as_ref().and_then(|status| status.phase.as_deref());
-        if !bound_to_claim || phase == Some("Bound") || !self.leadership.is_leading() {
-            return;
-        }
-        let bound = json!({ "status": { "phase": "Bound" } });
-        let bound = Patch::Merge(&bound);
-        let params = PatchParams::default();
-        if let Err(error) = retry_throttled(|| self.pvs.patch_status(name, &params, &bound)).await {
-            warn!(pv = %name, %error, "could not mark the PV Bound; the PV binder will");
+    /// After a re-creation: nudges the claim so the PV binder binds it at
+    /// once, and when the claim owns `pv`, marks it `Bound` (the binder's
+    /// own condition) and restores the reclaim policy it was created
+    /// without. Returns why the PV stays at `Retain`, if it does.
+    async fn settle(&self, pv: &PersistentVolume) -> Result<Option<ClaimProblem>, ReplaceError> {
+        let name = pv.metadata.name.clone().unwrap_or_default();
+        let claim = match self.nudge_claim(pv).await {
+            ClaimRead::Found(claim) => Some(claim),
+            ClaimRead::Gone => None,
+            ClaimRead::Unknown => return Ok(None),
+        };
+        match restore_step(pv, claim.as_ref()) {
+            RestoreStep::NotHeld => {
+                if let Some(claim) = &claim {
+                    self.mark_bound(pv, claim).await;
+                }
+                Ok(None)
+            }
+            RestoreStep::Hold(problem) => {
+                warn!(pv = %name, %problem, "PV kept at reclaim policy Retain");
+                Ok(Some(problem))
+            }
+            RestoreStep::MarkBoundThenRestore { policy } => {
+                let Some(claim) = &claim else { return Ok(None) };
+                match self.mark_bound(pv, claim).await {
+                    Some(bound) => self.restore_policy(&bound, &policy).await.map(|()| None),
+                    None => Ok(None),
+                }
+            }
+            RestoreStep::Restore { policy } => self.restore_policy(pv, &policy).await.map(|()| None),
         }
     }
 
-    /// Updates the claim so the PV binder binds it again at once, and
-    /// returns it as updated. Best effort: without it the binder still does
-    /// so on its periodic sync.
-    async fn nudge_claim(&self, pv: &PersistentVolume) -> Option<PersistentVolumeClaim> {
-        let claim = pv.spec.as_ref().and_then(|spec| spec.claim_ref.as_ref());
-        let (Some(namespace), Some(claim_name)) = (
-            claim.and_then(|c| c.namespace.clone()),
-            claim.and_then(|c| c.name.clone()),
-        ) else {
-            return None;
+    /// Sets `policy` on `pv` and removes the annotation that kept it,
+    /// conditional on `pv`'s resource version: the claim was checked against
+    /// exactly that version.
+    async fn restore_policy(&self, pv: &PersistentVolume, policy: &str) -> Result<(), ReplaceError> {
+        let name = pv.metadata.name.as_deref().unwrap_or_default();
+        let restore = json!({
+            "metadata": {
+                "resourceVersion": pv.metadata.resource_version,
+                "annotations": { RESTORE_RECLAIM_POLICY_ANNOTATION: null },
+            },
+            "spec": { "persistentVolumeReclaimPolicy": policy },
+        });
+        let restore = Patch::Merge(&restore);
+        let params = PatchParams::default();
+        let step = "restoring the reclaim policy";
+        self.fenced(name, step, || self.pvs.patch(name, &params, &restore))
+            .await
+            .map_err(|error| error.into_replace_error(name, step))?;
+        info!(pv = %name, %policy, "claim owns the PV again: reclaim policy restored");
+        self.done(name, ReplaceStep::PolicyRestored).await;
+        Ok(())
+    }
+
+    /// Marks `pv` `Bound` when `claim`, as just read, owns it: exactly the
+    /// PV binder's own condition. The binder (limited to 20 requests per
+    /// second in kube-controller-manager by default) then has nothing left
+    /// to write for it. Returns the PV as stored after the mark, or as it
+    /// was when already `Bound`; `None` when the claim does not own it or
+    /// the write failed (the binder marks it itself then).
+    async fn mark_bound(
+        &self,
+        pv: &PersistentVolume,
+        claim: &PersistentVolumeClaim,
+    ) -> Option<PersistentVolume> {
+        let name = pv.metadata.name.as_deref().unwrap_or_default();
+        claim_owns(pv, Some(claim)).ok()?;
+        let phase = pv.status.as_ref().and_then(|status| status.phase.as_deref());
+        if phase == Some(PHASE_BOUND) {
+            return Some(pv.clone());
+        }
+        let bound = json!({
+            "metadata": { "resourceVersion": pv.metadata.resource_version },
+            "status": { "phase": PHASE_BOUND },
+        });
+        let bound = Patch::Merge(&bound);
+        let params = PatchParams::default();
+        match self
+            .fenced(name, "marking the PV Bound", || {
+                self.pvs.patch_status(name, &params, &bound)
+            })
+            .await
+        {
+            Ok(bound) => Some(bound),
+            Err(error) => {
+                warn!(pv = %name, error = %error.into_replace_error(name, "marking the PV Bound"), "could not mark the PV Bound; the PV binder will");
+                None
+            }
+        }
+    }
+
+    /// Updates the claim of `pv` so the PV binder binds it again at once,
+    /// and returns it as updated. Best effort: without it the binder still
+    /// does so on its periodic sync.
+    async fn nudge_claim(&self, pv: &PersistentVolume) -> ClaimRead {
+        let Some((namespace, claim_name)) = claim_of(pv) else {
+            return ClaimRead::Gone;
         };
+        let (namespace, claim_name) = (namespace.to_owned(), claim_name.to_owned());
         let claims: Api<PersistentVolumeClaim> = Api::namespaced(self.client.clone(), &namespace);
         // A new value every time: re-writing the same value triggers nothing.
         let stamp = pv
@@ -412,11 +727,13 @@ impl<L: IntentLog> ReplaceProtocol<L> {
             .uid
             .clone()
             .unwrap_or_else(|| pv.metadata.resource_version.clone().unwrap_or_default());
-        let nudged = nudge(&claims, &claim_name, &stamp).await;
+        let name = pv.metadata.name.clone().unwrap_or_default();
+        let nudged = self.nudge(&claims, &name, &claim_name, &stamp).await;
         // The binder may see the nudge before the new PV and mark the claim
         // Lost; then only a later update (or its 15 s resync) binds it.
         // Check back without holding up the protocol.
         let leadership = self.leadership.clone();
+        let budget = self.budget();
         tokio::spawn(async move {
             for attempt in 1..=REBIND_CHECKS {
                 tokio::time::sleep(REBIND_CHECK_AFTER).await;
@@ -424,54 +741,76 @@ impl<L: IntentLog> ReplaceProtocol<L> {
                     Ok(Some(claim)) => claim.status.and_then(|status| status.phase),
                     _ => return,
                 };
-                if phase.as_deref() == Some("Bound") || !leadership.is_leading() {
+                if phase.as_deref() == Some(PHASE_BOUND) || !leadership.is_leading_for(budget) {
                     return;
                 }
                 debug!(%namespace, claim = %claim_name, attempt, ?phase, "claim not bound yet; nudging again");
-                nudge(&claims, &claim_name, &format!("{stamp}-{attempt}")).await;
+                let renudge = json!({ "metadata": { "annotations": { REBIND_ANNOTATION: format!("{stamp}-{attempt}") } } });
+                let _ = tokio::time::timeout(
+                    budget,
+                    claims.patch(&claim_name, &PatchParams::default(), &Patch::Merge(&renudge)),
+                )
+                .await;
             }
         });
         nudged
     }
-}
 
-/// Sets the rebind annotation of claim `name` to `stamp`; returns the claim
-/// as updated. Best effort.
-async fn nudge(
-    claims: &Api<PersistentVolumeClaim>,
-    name: &str,
-    stamp: &str,
-) -> Option<PersistentVolumeClaim> {
-    let nudge = json!({ "metadata": { "annotations": { REBIND_ANNOTATION: stamp } } });
-    let patch = PatchParams::default();
-    let nudge = Patch::Merge(&nudge);
-    match retry_throttled(|| claims.patch(name, &patch, &nudge)).await {
-        Ok(claim) => Some(claim),
-        Err(error) => {
-            warn!(claim = %name, %error, "could not nudge the claim");
-            None
+    /// Sets the rebind annotation of claim `claim_name` (of PV `pv`) to
+    /// `stamp`; returns the claim as updated.
+    async fn nudge(
+        &self,
+        claims: &Api<PersistentVolumeClaim>,
+        pv: &str,
+        claim_name: &str,
+        stamp: &str,
+    ) -> ClaimRead {
+        let nudge = json!({ "metadata": { "annotations": { REBIND_ANNOTATION: stamp } } });
+        let patch = PatchParams::default();
+        let nudge = Patch::Merge(&nudge);
+        match self
+            .fenced(pv, "nudging the claim", || {
+                claims.patch(claim_name, &patch, &nudge)
+            })
+            .await
+        {
+            Ok(claim) => ClaimRead::Found(claim),
+            Err(FencedError::Kube(kube::Error::Api(status))) if status.code == 404 => ClaimRead::Gone,
+            Err(error) => {
+                warn!(claim = %claim_name, error = %error.into_replace_error(pv, "nudging the claim"), "could not nudge the claim");
+                ClaimRead::Unknown
+            }
         }
     }
 }
 
-/// Runs `request`, repeating it with growing pauses while the API server
-/// answers 429 (the client's throttle also holds back for its Retry-After).
-async fn retry_throttled<T, F, Fut>(mut request: F) -> Result<T, kube::Error>
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Result<T, kube::Error>>,
-{
-    let mut pause = THROTTLED_PAUSE;
-    let mut attempt = 1;
-    loop {
-        match request().await {
-            Err(kube::Error::Api(status)) if status.code == 429 && attempt < THROTTLED_ATTEMPTS => {
-                debug!(attempt, "request throttled by the API server; repeating");
-                tokio::time::sleep(pause).await;
-                pause *= 2;
-                attempt += 1;
-            }
-            answer => return answer,
+/// The claim of a re-created PV, as the nudge found it.
+enum ClaimRead {
+    /// The claim, as updated by the nudge.
+    Found(PersistentVolumeClaim),
+    /// The PV names no claim, or it does not exist.
+    Gone,
+    /// It could not be read.
+    Unknown,
+}
+
+/// Why a fenced request did not answer.
+enum FencedError {
+    /// Not sent or given up: the protocol's own error.
+    Protocol(ReplaceError),
+    /// The API server's answer.
+    Kube(kube::Error),
+}
+
+impl FencedError {
+    fn into_replace_error(self, pv: &str, step: &'static str) -> ReplaceError {
+        match self {
+            Self::Protocol(error) => error,
+            Self::Kube(kube::Error::Api(status)) if status.code == 409 => ReplaceError::Changed {
+                pv: pv.to_owned(),
+                what: format!("{step} refused: {}", status.message),
+            },
+            Self::Kube(source) => kube_error(pv, step, source),
         }
     }
 }

@@ -66,13 +66,14 @@ fn table(report: &PlanReport, colour: bool) -> String {
     let summary = report.summary;
     let _ = writeln!(
         out,
-        "\n{} volumes: {} in sync, {} to replace, {} skipped, {} with saved state to clear, {} with \
-         errors (property namespace {})",
+        "\n{} volumes: {} in sync, {} to replace, {} skipped, {} with saved state to clear, {} held at \
+         Retain, {} with errors (property namespace {})",
         summary.volumes,
         summary.in_sync,
         summary.replace,
         summary.skip,
         summary.clear_saved_state,
+        summary.restore_reclaim_policy,
         summary.errors,
         report.property_namespace
     );
@@ -99,7 +100,7 @@ fn push_line(out: &mut String, cells: &[String], widths: &[usize; 5], paint: Opt
 fn colour_of(decision: DecisionKind) -> &'static str {
     match decision {
         DecisionKind::InSync => "32",
-        DecisionKind::Replace | DecisionKind::ClearSavedState => "33",
+        DecisionKind::Replace | DecisionKind::ClearSavedState | DecisionKind::RestoreReclaimPolicy => "33",
         DecisionKind::Skip => "2",
         DecisionKind::Error => "31",
     }

@@ -50,6 +50,18 @@ pub enum ReplaceCommandError {
         /// Why.
         reason: SkipReason,
     },
+    /// The PV was created at `Retain` by a replace; its policy comes back
+    /// once its claim owns it.
+    #[error(
+        "PV {pv} was created at reclaim policy Retain by a replace; the controller restores {policy} once \
+         its claim owns it: nothing to replace"
+    )]
+    HeldAtRetain {
+        /// Name of the PV.
+        pv: String,
+        /// The policy to restore.
+        policy: String,
+    },
     /// A finished replace left its saved state behind.
     #[error(
         "PV {pv}: an earlier replace finished and left its saved state on LINSTOR volume {volume}; the \
@@ -166,6 +178,12 @@ pub fn propose(
             return Err(ReplaceCommandError::SavedStateLeft {
                 pv: pv_name(),
                 volume,
+            });
+        }
+        Ok(Action::RestoreReclaimPolicy { policy }) => {
+            return Err(ReplaceCommandError::HeldAtRetain {
+                pv: pv_name(),
+                policy,
             });
         }
         Err(source) => {

@@ -61,6 +61,8 @@ pub struct Summary {
     pub skip: usize,
     /// Saved replace states to clear.
     pub clear_saved_state: usize,
+    /// PVs held at reclaim policy `Retain` until their claim owns them again.
+    pub restore_reclaim_policy: usize,
     /// Volumes that could not be decided.
     pub errors: usize,
 }
@@ -68,7 +70,7 @@ pub struct Summary {
 impl Summary {
     /// Whether any volume needs a write: replace, recreate, or clear saved state.
     pub fn drift(&self) -> bool {
-        self.replace > 0 || self.clear_saved_state > 0
+        self.replace > 0 || self.clear_saved_state > 0 || self.restore_reclaim_policy > 0
     }
 }
 
@@ -84,6 +86,9 @@ pub enum DecisionKind {
     Skip,
     /// Saved state of a finished replace must be removed.
     ClearSavedState,
+    /// The PV was created at reclaim policy `Retain`; its original policy
+    /// comes back once its claim owns it.
+    RestoreReclaimPolicy,
     /// Nothing could be decided.
     Error,
 }
@@ -91,7 +96,10 @@ pub enum DecisionKind {
 impl DecisionKind {
     /// Whether the volume needs attention: a write, or a fix of its error.
     pub fn needs_attention(self) -> bool {
-        matches!(self, Self::Replace | Self::ClearSavedState | Self::Error)
+        matches!(
+            self,
+            Self::Replace | Self::ClearSavedState | Self::RestoreReclaimPolicy | Self::Error
+        )
     }
 }
 
@@ -185,6 +193,12 @@ pub fn build(
                 entry.decision = DecisionKind::ClearSavedState;
                 entry.message = Some("an earlier replace finished: remove the saved PV property".to_owned());
             }
+            Ok(Action::RestoreReclaimPolicy { policy }) => {
+                entry.decision = DecisionKind::RestoreReclaimPolicy;
+                entry.message = Some(format!(
+                    "held at reclaim policy Retain: {policy} comes back once its claim owns the PV"
+                ));
+            }
             Ok(Action::Replace(replacement)) => {
                 entry.decision = DecisionKind::Replace;
                 let trigger = match replacement.trigger {
@@ -241,6 +255,7 @@ pub fn build(
             DecisionKind::Replace => summary.replace += 1,
             DecisionKind::Skip => summary.skip += 1,
             DecisionKind::ClearSavedState => summary.clear_saved_state += 1,
+            DecisionKind::RestoreReclaimPolicy => summary.restore_reclaim_policy += 1,
             DecisionKind::Error => summary.errors += 1,
         }
     }
@@ -286,6 +301,9 @@ pub fn skip_code(reason: &SkipReason) -> &'static str {
         SkipReason::SkipAnnotation => "skip-annotation",
         SkipReason::SkipProperty => "skip-property",
         SkipReason::Released => "released",
+        SkipReason::Failed => "failed",
+        SkipReason::BeingDeleted => "being-deleted",
+        SkipReason::ClaimGone { .. } => "claim-gone",
         SkipReason::GracePeriod { .. } => "grace-period",
         SkipReason::NoResources => "no-resources",
         SkipReason::NoHealthyDiskfulReplica => "no-healthy-diskful-replica",

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use affinity_core::k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
 use affinity_core::names::{SAVED_PV_PROPERTY, SKIP_RECLAIM_ANNOTATION};
+use affinity_core::restore_policy_of;
 use affinity_kube::replace::ReplaceStep;
 use futures::StreamExt;
 use kube::api::{ListParams, Patch, PatchParams};
@@ -224,14 +225,31 @@ async fn assert_halted_state(scenario: &Scenario, step: ReplaceStep, pv_name: &s
             assert!(!original, "PV replaced");
             assert!(saved.is_some(), "intent still saved");
             assert_eq!(affinity_nodes(&live), [scenario.node(1)]);
+            assert_held_at_retain(&live);
         }
         ReplaceStep::IntentCleared => {
             let live = live.expect("PV re-created");
             assert!(!original, "PV replaced");
             assert!(saved.is_none(), "intent cleared");
             assert_eq!(affinity_nodes(&live), [scenario.node(1)]);
+            assert_held_at_retain(&live);
+        }
+        ReplaceStep::PolicyRestored => {
+            let live = live.expect("PV re-created");
+            assert!(!original, "PV replaced");
+            assert!(saved.is_none(), "intent cleared");
+            assert_eq!(reclaim_policy(&live), Some("Delete"));
+            assert_eq!(restore_policy_of(&live), None);
         }
     }
+}
+
+/// Asserts `pv` is a replacement created at `Retain`, its original policy
+/// `Delete` kept for when its claim owns it, without the skip-reclaim mark.
+fn assert_held_at_retain(pv: &PersistentVolume) {
+    assert_eq!(reclaim_policy(pv), Some("Retain"));
+    assert_eq!(restore_policy_of(pv), Some("Delete"));
+    assert!(!has_skip_reclaim(pv));
 }
 
 /// A drifted volume; the controller is killed right after `step` of its
@@ -317,13 +335,14 @@ async fn crash_after(step: ReplaceStep) {
 }
 
 /// The steps the tests below cover, in protocol order.
-const TESTED_STEPS: [ReplaceStep; 6] = [
+const TESTED_STEPS: [ReplaceStep; 7] = [
     ReplaceStep::IntentSaved,
     ReplaceStep::RetainSet,
     ReplaceStep::DeleteIssued,
     ReplaceStep::FinalizersRemoved,
     ReplaceStep::Recreated,
     ReplaceStep::IntentCleared,
+    ReplaceStep::PolicyRestored,
 ];
 
 #[test]
@@ -349,6 +368,7 @@ crash_test! {
     killed_after_finalizers_removed => TESTED_STEPS[3],
     killed_after_recreated => TESTED_STEPS[4],
     killed_after_intent_cleared => TESTED_STEPS[5],
+    killed_after_policy_restored => TESTED_STEPS[6],
 }
 
 /// Volumes of the mass run.

@@ -135,6 +135,7 @@ fn json_output_matches_the_core_decisions() {
             let text = match &decision.outcome {
                 Ok(Action::InSync) => "in-sync".to_owned(),
                 Ok(Action::ClearSavedState) => "clear-saved-state".to_owned(),
+                Ok(Action::RestoreReclaimPolicy { .. }) => "restore-reclaim-policy".to_owned(),
                 Ok(Action::Skip(reason)) => {
                     format!("skip:{}", linstor_affinity_cli::report::skip_code(reason))
                 }
