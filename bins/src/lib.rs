@@ -15,12 +15,14 @@
 //! - [`signals`] waits for SIGTERM or Ctrl-C;
 //! - [`progress`] shows a spinner on a terminal while the tool waits;
 //! - [`plan`] ties them together for `plan` and picks the exit status;
-//! - [`replace`] decides for one PV and runs the replace protocol.
+//! - [`replace`] decides for one PV and runs the replace protocol;
+//! - [`lease`] fences the commands that write while a controller holds its Lease.
 
 pub mod convert;
 pub mod dump;
 pub mod duration;
 pub mod kube_args;
+pub mod lease;
 pub mod live;
 pub mod manifests;
 pub mod memory;

@@ -1,6 +1,8 @@
 //! `linstor-affinity`: shows which Kubernetes PersistentVolumes no longer
 //! match where LINSTOR keeps their data, what the affinity controller would
-//! do about it, and replaces single PVs on request.
+//! do about it, and replaces single PVs on request. `replace` refuses while a
+//! controller holds its leader-election Lease (exit code 3), unless told to
+//! ignore it.
 
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::PathBuf;
@@ -12,6 +14,7 @@ use affinity_core::k8s_openapi::jiff::Timestamp;
 use clap::{Parser, Subcommand};
 use linstor_affinity_cli::duration::parse_duration;
 use linstor_affinity_cli::kube_args::KubeArgs;
+use linstor_affinity_cli::lease::{self, FenceArgs, FenceError};
 use linstor_affinity_cli::live::LiveCluster;
 use linstor_affinity_cli::plan::{self, DecisionOptions, PlanError, PlanOptions, Source, Status};
 use linstor_affinity_cli::progress::Spinner;
@@ -42,6 +45,9 @@ enum Command {
     Replace(ReplaceArgs),
 }
 
+/// Exit code of a command that did not write because a controller holds its Lease.
+const EXIT_FENCED: u8 = 3;
+
 /// The LINSTOR environment, the same for every live command.
 macro_rules! linstor_env_help {
     () => {
@@ -49,6 +55,22 @@ macro_rules! linstor_env_help {
             "LINSTOR connection (live mode), the environment of the Go LINSTOR client:\n",
             linstor_affinity_cli::linstor_environment_help!()
         )
+    };
+}
+
+/// The fencing of the commands that write.
+macro_rules! fencing_help {
+    () => {
+        "\
+Fencing: before writing (and again after the confirmation) the command reads the controller's
+leader-election Lease (coordination.k8s.io/v1; --lease-lock-name and --lease-lock-namespace, the
+controller's flags with its defaults) and refuses, with exit code 3, while another holder's lease
+is valid (holderIdentity set, renewTime + leaseDurationSeconds in the future): that controller may
+write the same PV or property at the same time. A missing, released or expired Lease lets it go
+on; a Lease that cannot be read stops it (exit code 1). --ignore-lease skips the check: only when
+the Lease is stale or the controller is known to be stopped. A controller running without
+--leader-election holds no Lease and is not seen.
+"
     };
 }
 
@@ -123,6 +145,8 @@ saved state of a finished replace behind (the controller clears it), cannot be d
 exist or is not a LINSTOR CSI volume.
 
 ",
+    fencing_help!(),
+    "\n",
     kubernetes_help!(),
     "\n",
     linstor_env_help!(),
@@ -130,6 +154,7 @@ exist or is not a LINSTOR CSI volume.
 Exit codes:
   0  the PV was replaced
   1  nothing was replaced: see the message (declined, not needed, not possible, or a failure)
+  3  nothing was replaced: a controller holds its leader-election Lease (see Fencing)
 
 Example:
   LS_CONTROLLERS=http://linstor-controller:3370 linstor-affinity replace pvc-0b6f1c2e --yes"
@@ -202,13 +227,18 @@ struct ReplaceArgs {
     #[command(flatten)]
     decision: DecisionArgs,
 
+    #[command(flatten, next_help_heading = "Fencing")]
+    fence: FenceArgs,
+
     #[command(flatten, next_help_heading = "Kubernetes")]
     kube: KubeArgs,
 }
 
-/// Why a command failed (exit code 1).
+/// Why a command failed (exit code 1, or 3 when fenced).
 #[derive(Debug, thiserror::Error)]
 enum CliError {
+    #[error(transparent)]
+    Fence(#[from] FenceError),
     #[error("cannot start the async runtime: {0}")]
     Runtime(std::io::Error),
     #[error(transparent)]
@@ -228,6 +258,16 @@ enum CliError {
     Prompt(std::io::Error),
     #[error("PV {pv} not replaced")]
     Declined { pv: String },
+}
+
+impl CliError {
+    /// The process exit code.
+    fn code(&self) -> u8 {
+        match self {
+            Self::Fence(FenceError::Held { .. }) => EXIT_FENCED,
+            _ => Status::Failed.code(),
+        }
+    }
 }
 
 fn parse_timestamp(text: &str) -> Result<Timestamp, String> {
@@ -312,8 +352,8 @@ async fn propose(
     replace::propose(&state, pv, options)
 }
 
-fn confirm(pv: &str) -> Result<bool, CliError> {
-    eprint!("Replace PV {pv}? [y/N] ");
+fn confirm(question: &str) -> Result<bool, CliError> {
+    eprint!("{question} [y/N] ");
     let mut answer = String::new();
     std::io::stdin()
         .lock()
@@ -333,12 +373,16 @@ fn replace(args: ReplaceArgs) -> Result<Status, CliError> {
     let cluster = runtime
         .block_on(LiveCluster::connect(&args.kube))
         .map_err(ReplaceCommandError::from)?;
+    let kube = cluster.kube();
+    let fence = Fence::new(&args.fence, Some(&kube));
+    // Before anything is shown: no question to answer when the answer cannot be acted on.
+    fence.check(&runtime)?;
     let options = decision.options(now());
     let mut proposal = runtime.block_on(propose(&cluster, &pv, &options))?;
     let colour = std::io::stdout().is_terminal();
     write_stdout(&render(&proposal.report, Format::Table, colour)?)?;
     if !args.yes {
-        if !confirm(&pv)? {
+        if !confirm(&format!("Replace PV {pv}?"))? {
             return Err(CliError::Declined { pv });
         }
         // The answer may have taken a while: act only on the decision that was shown.
@@ -351,6 +395,8 @@ fn replace(args: ReplaceArgs) -> Result<Status, CliError> {
             return Err(ReplaceCommandError::Changed { pv }.into());
         }
         proposal = fresh;
+        // A controller may have started while the question waited.
+        fence.check(&runtime)?;
     }
     let spinner = Spinner::start(format!("replacing PV {pv}…"));
     let applied = runtime.block_on(replace::execute(&cluster, &proposal, &replace::instance_name()))?;
@@ -368,6 +414,40 @@ fn replace(args: ReplaceArgs) -> Result<Status, CliError> {
         affinity_text(shown.and_then(|volume| volume.current_affinity.as_ref())),
     ))?;
     Ok(Status::Clean)
+}
+
+/// The Lease check of one command that writes.
+struct Fence<'a> {
+    /// The Kubernetes client; `None` with --ignore-lease.
+    kube: Option<&'a kube::Client>,
+    lock: lease::LeaseLock,
+}
+
+impl<'a> Fence<'a> {
+    /// The check `args` ask for; with --ignore-lease it says once on stderr that it checks nothing.
+    fn new(args: &FenceArgs, kube: Option<&'a kube::Client>) -> Self {
+        let lock = args.lock();
+        if args.ignore_lease {
+            eprintln!(
+                "warning: --ignore-lease: not checking whether a controller holds Lease {}/{}",
+                lock.namespace, lock.name
+            );
+        }
+        Self {
+            kube: kube.filter(|_| !args.ignore_lease),
+            lock,
+        }
+    }
+
+    /// Fails when another instance holds the Lease now (or the Lease cannot be read).
+    fn check(&self, runtime: &tokio::runtime::Runtime) -> Result<(), CliError> {
+        let Some(kube) = self.kube else {
+            return Ok(());
+        };
+        let identity = replace::instance_name();
+        runtime.block_on(lease::check(kube.clone(), &self.lock, &identity, now()))?;
+        Ok(())
+    }
 }
 
 fn main() -> ExitCode {
@@ -392,7 +472,30 @@ fn main() -> ExitCode {
         Ok(status) => ExitCode::from(status.code()),
         Err(error) => {
             eprintln!("error: {error}");
-            ExitCode::from(Status::Failed.code())
+            ExitCode::from(error.code())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::{CommandFactory, Parser};
+
+    use super::*;
+
+    #[test]
+    fn the_arguments_are_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn the_lease_defaults_are_the_controllers() {
+        let cli = Cli::try_parse_from(["linstor-affinity", "replace", "pv"]).unwrap();
+        let Command::Replace(args) = cli.command else {
+            panic!("not replace: {cli:?}");
+        };
+        assert!(!args.fence.ignore_lease);
+        assert_eq!(args.fence.lease_lock_name, "linstor-affinity-controller");
+        assert_eq!(args.fence.lease_lock_namespace, "");
     }
 }
