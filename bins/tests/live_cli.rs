@@ -1,7 +1,8 @@
 //! `plan` and `replace` against a real Kubernetes control plane and the LINSTOR simulator: a PV
 //! whose affinity names node A while LINSTOR keeps its only diskful replica on node B is reported,
-//! replaced with every field kept, and then reported in sync. `replace` refuses while another
-//! holder's Lease is valid, and goes on with `--ignore-lease` or once it expired.
+//! replaced with every field kept, and then reported in sync. `replace` and `discard-intent`
+//! refuse while another holder's Lease is valid, and go on with `--ignore-lease` or once it
+//! expired.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::collections::BTreeMap;
@@ -396,5 +397,82 @@ async fn replace_is_refused_while_another_holder_has_the_lease() {
     let now = env.pvs().get(&name).await.unwrap();
     assert_ne!(now.metadata.uid, second.metadata.uid, "the PV was re-created");
     assert_eq!(saved_property(&sim, &name), None, "intent cleared");
+    env.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn discard_intent_is_refused_while_another_holder_has_the_lease() {
+    let Some(env) = TestEnv::setup("live_cli_fenced_discard").await else {
+        return;
+    };
+    let definition = env.name("rd");
+    let mut rd = SimResourceDefinition::new(&definition, 1 << 20);
+    rd.volume_definitions[0].props.insert(
+        SAVED_PV_PROPERTY.to_owned(),
+        r#"{"metadata":{"name":"pvc-saved"}}"#.to_owned(),
+    );
+    let sim = Simulator::start(SimState {
+        resource_definitions: vec![rd],
+        ..SimState::default()
+    })
+    .await
+    .unwrap();
+    let linstor = sim.http_url().unwrap();
+    let lease = env.name("lease");
+    let namespace = env.namespace().to_owned();
+    let discard = [
+        "discard-intent",
+        &definition,
+        "--yes",
+        "--lease-lock-name",
+        &lease,
+        "--lease-lock-namespace",
+        &namespace,
+    ];
+
+    // Held: refused after showing what it would discard; the intent stays.
+    hold_lease(&env, &lease, "controller-0", Duration::ZERO, 3600).await;
+    let refused = cli(&env, &linstor, &discard).await;
+    let stderr = text(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(3), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "Lease {namespace}/{lease} is held by controller-0 until "
+        )),
+        "{stderr}"
+    );
+    assert!(
+        text(&refused.stdout).contains("saved PV pvc-saved"),
+        "what would be discarded is shown: {}",
+        text(&refused.stdout)
+    );
+    assert!(saved_property(&sim, &definition).is_some(), "the intent stays");
+    assert_eq!(sim.count(VOLUME_DEFINITION_PUT), 0, "{:?}", sim.counters());
+
+    // Expired: discarded without the flag.
+    hold_lease(&env, &lease, "controller-0", Duration::from_secs(3600), 30).await;
+    let expired = cli(&env, &linstor, &discard).await;
+    assert_eq!(expired.status.code(), Some(0), "{}", text(&expired.stderr));
+    assert_eq!(saved_property(&sim, &definition), None);
+
+    // Held again, and --ignore-lease: discarded in spite of it.
+    hold_lease(&env, &lease, "controller-0", Duration::ZERO, 3600).await;
+    sim.with_state(|state| {
+        state.resource_definitions[0].volume_definitions[0]
+            .props
+            .insert(SAVED_PV_PROPERTY.to_owned(), "garbage".to_owned());
+    });
+    let mut ignoring = discard.to_vec();
+    ignoring.push("--ignore-lease");
+    let ignored = cli(&env, &linstor, &ignoring).await;
+    let stdout = text(&ignored.stdout);
+    assert_eq!(
+        ignored.status.code(),
+        Some(0),
+        "{stdout}{}",
+        text(&ignored.stderr)
+    );
+    assert!(stdout.contains("unparseable text \"garbage\""), "{stdout}");
+    assert_eq!(saved_property(&sim, &definition), None);
     env.cleanup().await;
 }

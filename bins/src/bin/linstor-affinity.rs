@@ -1,21 +1,22 @@
 //! `linstor-affinity`: shows which Kubernetes PersistentVolumes no longer
 //! match where LINSTOR keeps their data, what the affinity controller would
-//! do about it, and replaces single PVs on request. `replace` refuses while a
-//! controller holds its leader-election Lease (exit code 3), unless told to
-//! ignore it.
+//! do about it, replaces single PVs on request and discards the intent of a
+//! replace. The commands that write refuse while a controller holds its
+//! leader-election Lease (exit code 3), unless told to ignore it.
 
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, SystemTime};
 
-use affinity_core::DecisionSettings;
 use affinity_core::k8s_openapi::jiff::Timestamp;
+use affinity_core::{DecisionSettings, VolumeId};
 use clap::{Parser, Subcommand};
+use linstor_affinity_cli::discard::{self, DiscardError};
 use linstor_affinity_cli::duration::parse_duration;
 use linstor_affinity_cli::kube_args::KubeArgs;
 use linstor_affinity_cli::lease::{self, FenceArgs, FenceError};
-use linstor_affinity_cli::live::LiveCluster;
+use linstor_affinity_cli::live::{LiveCluster, LiveError, kube_client};
 use linstor_affinity_cli::plan::{self, DecisionOptions, PlanError, PlanOptions, Source, Status};
 use linstor_affinity_cli::progress::Spinner;
 use linstor_affinity_cli::render::{Format, RenderError, affinity_text, render};
@@ -43,6 +44,9 @@ enum Command {
     /// Replace one PV whose node affinity no longer matches LINSTOR (live cluster only).
     #[command(after_long_help = REPLACE_HELP)]
     Replace(ReplaceArgs),
+    /// Discard the intent of a replace (the saved PV on a LINSTOR volume definition), on purpose.
+    #[command(after_long_help = DISCARD_HELP)]
+    DiscardIntent(DiscardArgs),
 }
 
 /// Exit code of a command that did not write because a controller holds its Lease.
@@ -58,7 +62,7 @@ macro_rules! linstor_env_help {
     };
 }
 
-/// The fencing of the commands that write.
+/// The fencing of the commands that write, the same for each.
 macro_rules! fencing_help {
     () => {
         "\
@@ -160,6 +164,41 @@ Example:
   LS_CONTROLLERS=http://linstor-controller:3370 linstor-affinity replace pvc-0b6f1c2e --yes"
 );
 
+const DISCARD_HELP: &str = concat!(
+    "\
+A replace first saves the replacement PV on the LINSTOR volume definition (property
+Aux/affinity-updater-saved-pv): its intent, which the controller and `replace` finish from. When
+that intent must not be finished (the PV was changed on purpose since), discard it with this
+command: it reads the volume definition, prints what it discards (the saved PV's name, or the
+start of the text when it is no saved PV), asks for confirmation (--yes skips the question;
+without a terminal on stdin --yes is required), checks that the property still holds the same
+text and removes it. The PV is not touched.
+
+VOLUME is a LINSTOR volume as in a CSI volume handle: RESOURCE_DEFINITION, or
+RESOURCE_DEFINITION/VOLUME_NUMBER (default volume 0).
+
+Nothing is changed, with exit code 1 and the reason, when the resource definition or the volume
+does not exist, the volume definition holds no intent, the answer is not y, or the intent changed
+meanwhile.
+
+",
+    fencing_help!(),
+    "With --ignore-lease, discard-intent does not contact Kubernetes at all.
+
+",
+    kubernetes_help!(),
+    "\n",
+    linstor_env_help!(),
+    "
+Exit codes:
+  0  the intent was discarded
+  1  nothing was discarded: see the message (declined, no such volume, no intent, or a failure)
+  3  nothing was discarded: a controller holds its leader-election Lease (see Fencing)
+
+Example:
+  LS_CONTROLLERS=http://linstor-controller:3370 linstor-affinity discard-intent pvc-0b6f1c2e/0"
+);
+
 /// The settings shared by every decision.
 #[derive(Debug, clap::Args)]
 struct DecisionArgs {
@@ -234,11 +273,39 @@ struct ReplaceArgs {
     kube: KubeArgs,
 }
 
+#[derive(Debug, clap::Args)]
+struct DiscardArgs {
+    /// The LINSTOR volume: RESOURCE_DEFINITION or RESOURCE_DEFINITION/VOLUME_NUMBER.
+    #[arg(value_name = "VOLUME")]
+    volume: VolumeId,
+
+    /// Discard without asking (required when stdin is not a terminal).
+    #[arg(short, long)]
+    yes: bool,
+
+    #[command(flatten, next_help_heading = "Fencing")]
+    fence: FenceArgs,
+
+    #[command(flatten, next_help_heading = "Kubernetes (for the Lease)")]
+    kube: KubeArgs,
+}
+
 /// Why a command failed (exit code 1, or 3 when fenced).
 #[derive(Debug, thiserror::Error)]
 enum CliError {
     #[error(transparent)]
     Fence(#[from] FenceError),
+    #[error(transparent)]
+    Live(#[from] LiveError),
+    #[error(transparent)]
+    Discard(#[from] DiscardError),
+    #[error(
+        "refusing to discard the intent of volume {volume} without confirmation: standard input is not a \
+         terminal; pass --yes to discard it anyway"
+    )]
+    DiscardNeedsConfirmation { volume: VolumeId },
+    #[error("intent of volume {volume} not discarded")]
+    DiscardDeclined { volume: VolumeId },
     #[error("cannot start the async runtime: {0}")]
     Runtime(std::io::Error),
     #[error(transparent)]
@@ -450,6 +517,40 @@ impl<'a> Fence<'a> {
     }
 }
 
+fn discard_intent(args: DiscardArgs) -> Result<Status, CliError> {
+    let volume = args.volume;
+    // Refuse before any request: a script without --yes must not wait on a prompt.
+    if !args.yes && !std::io::stdin().is_terminal() {
+        return Err(CliError::DiscardNeedsConfirmation { volume });
+    }
+    let runtime = runtime()?;
+    let linstor = linstor_api::Client::from_env().map_err(LiveError::from)?;
+    // Kubernetes only holds the Lease: not needed when it is ignored.
+    let kube = if args.fence.ignore_lease {
+        None
+    } else {
+        Some(runtime.block_on(kube_client(&args.kube))?.0)
+    };
+    let fence = Fence::new(&args.fence, kube.as_ref());
+    let intent = runtime.block_on(discard::read_intent(&linstor, &volume))?;
+    let what = intent.describe();
+    write_stdout(&format!(
+        "Volume {volume} holds the intent of a replace: {what}\n"
+    ))?;
+    fence.check(&runtime)?;
+    if !args.yes {
+        if !confirm(&format!("Discard the intent of volume {volume}?"))? {
+            return Err(CliError::DiscardDeclined { volume });
+        }
+        fence.check(&runtime)?;
+    }
+    runtime.block_on(discard::discard(&linstor, &intent))?;
+    write_stdout(&format!(
+        "Intent of volume {volume} discarded ({what}); the PV was not touched\n"
+    ))?;
+    Ok(Status::Clean)
+}
+
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
@@ -467,6 +568,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Plan(args) => plan(args),
         Command::Replace(args) => replace(args),
+        Command::DiscardIntent(args) => discard_intent(args),
     };
     match result {
         Ok(status) => ExitCode::from(status.code()),
@@ -486,6 +588,31 @@ mod tests {
     #[test]
     fn the_arguments_are_consistent() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn discard_intent_takes_a_volume_and_the_fencing_flags() {
+        let cli = Cli::try_parse_from([
+            "linstor-affinity",
+            "discard-intent",
+            "pvc-1/2",
+            "--yes",
+            "--ignore-lease",
+            "--lease-lock-name",
+            "lock",
+            "--lease-lock-namespace",
+            "piraeus",
+        ])
+        .unwrap();
+        let Command::DiscardIntent(args) = cli.command else {
+            panic!("not discard-intent: {cli:?}");
+        };
+        assert_eq!(args.volume, VolumeId::new("pvc-1", 2));
+        assert!(args.yes && args.fence.ignore_lease);
+        assert_eq!(args.fence.lease_lock_name, "lock");
+        assert_eq!(args.fence.lease_lock_namespace, "piraeus");
+        let bad = Cli::try_parse_from(["linstor-affinity", "discard-intent", "pvc-1/x"]).unwrap_err();
+        assert!(bad.to_string().contains("pvc-1/x"), "{bad}");
     }
 
     #[test]
