@@ -1,6 +1,6 @@
 //! The `linstor-affinity` command line tool, as a library: reading the state of a cluster (a dump
-//! or the live cluster), turning it into the decision engine's model, rendering the plan, and
-//! replacing single PVs.
+//! or the live cluster), turning it into the decision engine's model, rendering the plan,
+//! replacing single PVs and discarding the intent of a replace.
 //!
 //! Each module has one job:
 //! - [`dump`] reads and checks the files of a dump directory;
@@ -15,12 +15,16 @@
 //! - [`signals`] waits for SIGTERM or Ctrl-C;
 //! - [`progress`] shows a spinner on a terminal while the tool waits;
 //! - [`plan`] ties them together for `plan` and picks the exit status;
-//! - [`replace`] decides for one PV and runs the replace protocol.
+//! - [`replace`] decides for one PV and runs the replace protocol;
+//! - [`discard`] removes the intent of a replace from a LINSTOR volume definition;
+//! - [`lease`] fences the commands that write while a controller holds its Lease.
 
 pub mod convert;
+pub mod discard;
 pub mod dump;
 pub mod duration;
 pub mod kube_args;
+pub mod lease;
 pub mod live;
 pub mod manifests;
 pub mod memory;

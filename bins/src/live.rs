@@ -73,6 +73,18 @@ pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
     text
 }
 
+/// A client of the Kubernetes API server `kube_args` select, and the server's URL. Nothing is
+/// contacted yet.
+pub async fn kube_client(kube_args: &KubeArgs) -> Result<(kube::Client, String), LiveError> {
+    let config = kube_args.config().await?;
+    let api_server = config.cluster_url.to_string();
+    let kube = kube::Client::try_from(config).map_err(|source| LiveError::KubeClient {
+        api_server: api_server.clone(),
+        source,
+    })?;
+    Ok((kube, api_server))
+}
+
 /// Clients of the live cluster.
 #[derive(Clone)]
 pub struct LiveCluster {
@@ -94,12 +106,7 @@ impl LiveCluster {
     /// Clients for the Kubernetes API server `kube_args` select and the LINSTOR controller of the
     /// LS_* environment. Nothing is contacted yet.
     pub async fn connect(kube_args: &KubeArgs) -> Result<Self, LiveError> {
-        let config = kube_args.config().await?;
-        let api_server = config.cluster_url.to_string();
-        let kube = kube::Client::try_from(config).map_err(|source| LiveError::KubeClient {
-            api_server: api_server.clone(),
-            source,
-        })?;
+        let (kube, api_server) = kube_client(kube_args).await?;
         let linstor = linstor_api::Client::from_env()?;
         Ok(Self {
             kube,

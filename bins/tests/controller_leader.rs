@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use affinity_core::k8s_openapi::api::coordination::v1::Lease;
 use kube::api::Api;
 use kube_harness::BoundVolume;
-use support::{ControllerProcess, Scenario, affinity_nodes};
+use support::{ControllerProcess, Scenario, affinity_nodes, controller_has_test_hooks};
 
 /// The endpoint key of the intent log writes in the simulator's counters.
 const VOLUME_DEFINITION_PUT: &str =
@@ -197,6 +197,9 @@ async fn only_the_leader_writes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_leader_is_replaced_after_its_lease_expired_and_its_work_finished() {
+    if !controller_has_test_hooks("leader-kill") {
+        return;
+    }
     let Some(scenario) = Scenario::new("leader-kill", 2).await else {
         return;
     };

@@ -1,6 +1,8 @@
 //! `plan` and `replace` against a real Kubernetes control plane and the LINSTOR simulator: a PV
 //! whose affinity names node A while LINSTOR keeps its only diskful replica on node B is reported,
-//! replaced with every field kept, and then reported in sync.
+//! replaced with every field kept, and then reported in sync. `replace` and `discard-intent`
+//! refuse while another holder's Lease is valid, and go on with `--ignore-lease` or once it
+//! expired.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::collections::BTreeMap;
@@ -8,12 +10,14 @@ use std::path::PathBuf;
 use std::process::Output;
 use std::time::Duration;
 
+use affinity_core::k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use affinity_core::k8s_openapi::api::core::v1::PersistentVolume;
 use affinity_core::k8s_openapi::api::storage::v1::StorageClass;
-use affinity_core::k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use affinity_core::k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
+use affinity_core::k8s_openapi::jiff::{SignedDuration, Timestamp};
 use affinity_core::names::{SAVED_PV_PROPERTY, SKIP_RECLAIM_ANNOTATION};
 use assert_cmd::Command;
-use kube::api::{Api, PostParams};
+use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube_harness::{CSI_DRIVER, TestEnv, VolumeOptions, hostname_affinity};
 use linstor_api::sim::{Fault, FaultKind, SimNode, SimResource, SimResourceDefinition, SimState, Simulator};
 use serde_json::{Value, json};
@@ -241,5 +245,234 @@ async fn unreachable_or_malformed_linstor_is_named_and_nothing_is_printed() {
     assert!(output.stdout.is_empty());
     assert!(stderr.contains("reading the LINSTOR nodes"), "{stderr}");
     assert!(stderr.contains("/v1/nodes: cannot decode the answer"), "{stderr}");
+    env.cleanup().await;
+}
+
+/// The endpoint key of volume definition writes (the intent log) in the simulator's counters.
+const VOLUME_DEFINITION_PUT: &str =
+    "PUT /v1/resource-definitions/{resource}/volume-definitions/{volume_number}";
+
+/// The Lease `name` in the test's namespace, held by `holder` since a renewal `renewed_ago` ago,
+/// for `seconds` (created or overwritten).
+async fn hold_lease(env: &TestEnv, name: &str, holder: &str, renewed_ago: Duration, seconds: i32) {
+    let renewed = Timestamp::now()
+        .checked_sub(SignedDuration::try_from(renewed_ago).unwrap())
+        .unwrap();
+    let lease = Lease {
+        metadata: ObjectMeta {
+            name: Some(name.to_owned()),
+            namespace: Some(env.namespace().to_owned()),
+            ..ObjectMeta::default()
+        },
+        spec: Some(LeaseSpec {
+            holder_identity: Some(holder.to_owned()),
+            lease_duration_seconds: Some(seconds),
+            acquire_time: Some(MicroTime(renewed)),
+            renew_time: Some(MicroTime(renewed)),
+            ..LeaseSpec::default()
+        }),
+    };
+    let mut value = serde_json::to_value(&lease).unwrap();
+    value["apiVersion"] = json!("coordination.k8s.io/v1");
+    value["kind"] = json!("Lease");
+    Api::<Lease>::namespaced(env.client(), env.namespace())
+        .patch(
+            name,
+            &PatchParams::apply("live-cli-test").force(),
+            &Patch::Apply(&value),
+        )
+        .await
+        .unwrap();
+}
+
+/// A bound PV whose affinity names node-a while its only replica is on node-b, on `sim`.
+async fn drifted_volume(
+    env: &TestEnv,
+    sim: &Simulator,
+    storage_class: &str,
+    suffix: &str,
+) -> PersistentVolume {
+    let options = VolumeOptions {
+        storage_class: Some(storage_class.to_owned()),
+        node_affinity: Some(hostname_affinity(&["node-a"])),
+        reclaim_policy: "Delete".to_owned(),
+        ..VolumeOptions::default()
+    };
+    let pv = env.create_bound_volume(suffix, &options).await.pv;
+    let name = pv.metadata.name.clone().unwrap();
+    sim.add_resource_definition(
+        SimResourceDefinition::new(&name, 1 << 20).resource(SimResource::diskful("node-b")),
+    )
+    .unwrap();
+    pv
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replace_is_refused_while_another_holder_has_the_lease() {
+    let Some(env) = TestEnv::setup("live_cli_fenced_replace").await else {
+        return;
+    };
+    let storage_class = local_only_storage_class(&env).await;
+    let sim = Simulator::start(SimState {
+        nodes: vec![SimNode::new("node-a"), SimNode::new("node-b")],
+        ..SimState::default()
+    })
+    .await
+    .unwrap();
+    let linstor = sim.http_url().unwrap();
+    let first = drifted_volume(&env, &sim, &storage_class, "first").await;
+    let second = drifted_volume(&env, &sim, &storage_class, "second").await;
+    let lease = env.name("lease");
+    hold_lease(&env, &lease, "controller-0", Duration::ZERO, 3600).await;
+    let replace = |pv: &str, extra: &[&str]| {
+        let mut args = vec![
+            "replace".to_owned(),
+            pv.to_owned(),
+            "--yes".to_owned(),
+            "--grace-period".to_owned(),
+            "0".to_owned(),
+            "--lease-lock-name".to_owned(),
+            lease.clone(),
+            "--lease-lock-namespace".to_owned(),
+            env.namespace().to_owned(),
+        ];
+        args.extend(extra.iter().map(|arg| (*arg).to_owned()));
+        args
+    };
+    let run = |args: Vec<String>| {
+        let (env, linstor) = (&env, &linstor);
+        async move {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            cli(env, linstor, &args).await
+        }
+    };
+
+    // Held: refused with the holder and the end of its lease, exit code 3, nothing written.
+    let name = first.metadata.name.clone().unwrap();
+    let refused = run(replace(&name, &[])).await;
+    let stderr = text(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(3), "{stderr}");
+    let expected = format!(
+        "refusing to write: Lease {}/{lease} is held by controller-0 until ",
+        env.namespace()
+    );
+    assert!(stderr.contains(&expected), "{stderr}");
+    assert!(stderr.contains("--ignore-lease"), "{stderr}");
+    assert!(
+        refused.stdout.is_empty(),
+        "refused before showing a plan: {}",
+        text(&refused.stdout)
+    );
+    assert_eq!(sim.count(VOLUME_DEFINITION_PUT), 0, "{:?}", sim.counters());
+    let now = env.pvs().get(&name).await.unwrap();
+    assert_eq!(now.metadata.uid, first.metadata.uid, "the PV was not touched");
+    assert_eq!(now.metadata.resource_version, first.metadata.resource_version);
+
+    // --ignore-lease: replaced in spite of the Lease.
+    let ignored = run(replace(&name, &["--ignore-lease"])).await;
+    let stdout = text(&ignored.stdout);
+    assert_eq!(
+        ignored.status.code(),
+        Some(0),
+        "{stdout}{}",
+        text(&ignored.stderr)
+    );
+    assert!(stdout.contains(&format!("PV {name} replaced")), "{stdout}");
+    assert!(text(&ignored.stderr).contains("--ignore-lease: not checking"));
+    let now = env.pvs().get(&name).await.unwrap();
+    assert_ne!(now.metadata.uid, first.metadata.uid, "the PV was re-created");
+
+    // Expired (renewed an hour ago for 30 s): the other PV is replaced without the flag.
+    hold_lease(&env, &lease, "controller-0", Duration::from_secs(3600), 30).await;
+    let name = second.metadata.name.clone().unwrap();
+    let expired = run(replace(&name, &[])).await;
+    let stdout = text(&expired.stdout);
+    assert_eq!(
+        expired.status.code(),
+        Some(0),
+        "{stdout}{}",
+        text(&expired.stderr)
+    );
+    assert!(stdout.contains(&format!("PV {name} replaced")), "{stdout}");
+    let now = env.pvs().get(&name).await.unwrap();
+    assert_ne!(now.metadata.uid, second.metadata.uid, "the PV was re-created");
+    assert_eq!(saved_property(&sim, &name), None, "intent cleared");
+    env.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn discard_intent_is_refused_while_another_holder_has_the_lease() {
+    let Some(env) = TestEnv::setup("live_cli_fenced_discard").await else {
+        return;
+    };
+    let definition = env.name("rd");
+    let mut rd = SimResourceDefinition::new(&definition, 1 << 20);
+    rd.volume_definitions[0].props.insert(
+        SAVED_PV_PROPERTY.to_owned(),
+        r#"{"metadata":{"name":"pvc-saved"}}"#.to_owned(),
+    );
+    let sim = Simulator::start(SimState {
+        resource_definitions: vec![rd],
+        ..SimState::default()
+    })
+    .await
+    .unwrap();
+    let linstor = sim.http_url().unwrap();
+    let lease = env.name("lease");
+    let namespace = env.namespace().to_owned();
+    let discard = [
+        "discard-intent",
+        &definition,
+        "--yes",
+        "--lease-lock-name",
+        &lease,
+        "--lease-lock-namespace",
+        &namespace,
+    ];
+
+    // Held: refused after showing what it would discard; the intent stays.
+    hold_lease(&env, &lease, "controller-0", Duration::ZERO, 3600).await;
+    let refused = cli(&env, &linstor, &discard).await;
+    let stderr = text(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(3), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "Lease {namespace}/{lease} is held by controller-0 until "
+        )),
+        "{stderr}"
+    );
+    assert!(
+        text(&refused.stdout).contains("saved PV pvc-saved"),
+        "what would be discarded is shown: {}",
+        text(&refused.stdout)
+    );
+    assert!(saved_property(&sim, &definition).is_some(), "the intent stays");
+    assert_eq!(sim.count(VOLUME_DEFINITION_PUT), 0, "{:?}", sim.counters());
+
+    // Expired: discarded without the flag.
+    hold_lease(&env, &lease, "controller-0", Duration::from_secs(3600), 30).await;
+    let expired = cli(&env, &linstor, &discard).await;
+    assert_eq!(expired.status.code(), Some(0), "{}", text(&expired.stderr));
+    assert_eq!(saved_property(&sim, &definition), None);
+
+    // Held again, and --ignore-lease: discarded in spite of it.
+    hold_lease(&env, &lease, "controller-0", Duration::ZERO, 3600).await;
+    sim.with_state(|state| {
+        state.resource_definitions[0].volume_definitions[0]
+            .props
+            .insert(SAVED_PV_PROPERTY.to_owned(), "garbage".to_owned());
+    });
+    let mut ignoring = discard.to_vec();
+    ignoring.push("--ignore-lease");
+    let ignored = cli(&env, &linstor, &ignoring).await;
+    let stdout = text(&ignored.stdout);
+    assert_eq!(
+        ignored.status.code(),
+        Some(0),
+        "{stdout}{}",
+        text(&ignored.stderr)
+    );
+    assert!(stdout.contains("unparseable text \"garbage\""), "{stdout}");
+    assert_eq!(saved_property(&sim, &definition), None);
     env.cleanup().await;
 }

@@ -17,16 +17,15 @@ use affinity_kube::http::{Readiness, bind_health, bind_metrics};
 use affinity_kube::leader::{LeaderElector, LeaseSettings};
 use affinity_kube::metrics::Metrics;
 use affinity_kube::migrate::migrate_properties;
-use affinity_kube::replace::{ReplaceStep, StepObserver};
+use affinity_kube::replace::StepObserver;
 use affinity_kube::throttle::ThrottleLayer;
 use clap::{Parser, Subcommand, ValueEnum};
-use futures::future::BoxFuture;
 use linstor_affinity_cli::duration::parse_duration;
 use linstor_affinity_cli::kube_args::KubeArgs;
 use linstor_affinity_cli::memory::{release_free_memory, use_one_arena};
 use linstor_affinity_cli::signals::stop_requested;
 use tokio_util::sync::CancellationToken;
-use tracing::{error, info, warn};
+use tracing::{error, info};
 use tracing_subscriber::EnvFilter;
 
 const LINSTOR_ENV_HELP: &str = concat!(
@@ -131,9 +130,11 @@ struct Cli {
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
 
-    /// Stop every replace after this protocol step and wait to be killed (for crash tests).
+    /// Stop every replace after this protocol step and wait to be killed (for crash tests; only in
+    /// builds with the `test-hooks` feature).
+    #[cfg(feature = "test-hooks")]
     #[arg(long, value_name = "STEP", hide = true)]
-    debug_halt_after: Option<ReplaceStep>,
+    debug_halt_after: Option<affinity_kube::replace::ReplaceStep>,
 
     #[command(subcommand)]
     command: Option<Command>,
@@ -283,9 +284,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         property_namespace: non_empty(&cli.property_namespace),
         instance: format!("linstor-affinity-controller@{identity}"),
     };
-    let observer = cli
-        .debug_halt_after
-        .map(|step| Arc::new(HaltAfter(step)) as Arc<dyn StepObserver>);
+    let observer = step_observer(&cli);
     let parts = ControllerParts {
         kube,
         linstor,
@@ -358,16 +357,74 @@ async fn cancel_on_signal(shutdown: CancellationToken) {
     shutdown.cancel();
 }
 
-/// Stops every replace after one step, so a test can kill the process there.
-struct HaltAfter(ReplaceStep);
+/// The observer of replace steps: the `--debug-halt-after` test hook, when built in and set.
+#[cfg(feature = "test-hooks")]
+fn step_observer(cli: &Cli) -> Option<Arc<dyn StepObserver>> {
+    cli.debug_halt_after
+        .map(|step| Arc::new(test_hooks::HaltAfter(step)) as Arc<dyn StepObserver>)
+}
 
-impl StepObserver for HaltAfter {
-    fn step_done(&self, pv: &str, step: ReplaceStep) -> BoxFuture<'static, ()> {
-        if step == self.0 {
-            warn!(%pv, %step, "halting after replace step");
-            Box::pin(std::future::pending())
-        } else {
-            Box::pin(std::future::ready(()))
+/// The observer of replace steps: none without the `test-hooks` feature.
+#[cfg(not(feature = "test-hooks"))]
+fn step_observer(_cli: &Cli) -> Option<Arc<dyn StepObserver>> {
+    None
+}
+
+/// Hooks for the crash tests, built only with the `test-hooks` feature.
+#[cfg(feature = "test-hooks")]
+mod test_hooks {
+    use affinity_kube::replace::{ReplaceStep, StepObserver};
+    use futures::future::BoxFuture;
+    use tracing::warn;
+
+    /// Stops every replace after one step, so a test can kill the process there.
+    pub(super) struct HaltAfter(pub(super) ReplaceStep);
+
+    impl StepObserver for HaltAfter {
+        fn step_done(&self, pv: &str, step: ReplaceStep) -> BoxFuture<'static, ()> {
+            if step == self.0 {
+                warn!(%pv, %step, "halting after replace step");
+                Box::pin(std::future::pending())
+            } else {
+                Box::pin(std::future::ready(()))
+            }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+    use clap::error::ErrorKind;
+
+    use super::Cli;
+
+    const HALT: [&str; 3] = [
+        "linstor-affinity-controller",
+        "--debug-halt-after",
+        "intent-saved",
+    ];
+
+    #[cfg(not(feature = "test-hooks"))]
+    #[test]
+    fn without_test_hooks_the_halt_flag_is_unknown() {
+        let error = Cli::try_parse_from(HALT).unwrap_err();
+        assert_eq!(error.kind(), ErrorKind::UnknownArgument, "{error}");
+    }
+
+    #[cfg(feature = "test-hooks")]
+    #[test]
+    fn with_test_hooks_the_halt_flag_is_accepted_and_hidden() {
+        let cli = Cli::try_parse_from(HALT).unwrap();
+        assert!(cli.debug_halt_after.is_some());
+        let help = Cli::try_parse_from(["linstor-affinity-controller", "--help"]).unwrap_err();
+        assert_eq!(help.kind(), ErrorKind::DisplayHelp);
+        assert!(!help.to_string().contains("debug-halt-after"), "{help}");
+    }
+
+    #[test]
+    fn the_arguments_are_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
     }
 }

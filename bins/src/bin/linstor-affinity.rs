@@ -1,18 +1,22 @@
 //! `linstor-affinity`: shows which Kubernetes PersistentVolumes no longer
 //! match where LINSTOR keeps their data, what the affinity controller would
-//! do about it, and replaces single PVs on request.
+//! do about it, replaces single PVs on request and discards the intent of a
+//! replace. The commands that write refuse while a controller holds its
+//! leader-election Lease (exit code 3), unless told to ignore it.
 
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, SystemTime};
 
-use affinity_core::DecisionSettings;
 use affinity_core::k8s_openapi::jiff::Timestamp;
+use affinity_core::{DecisionSettings, VolumeId};
 use clap::{Parser, Subcommand};
+use linstor_affinity_cli::discard::{self, DiscardError};
 use linstor_affinity_cli::duration::parse_duration;
 use linstor_affinity_cli::kube_args::KubeArgs;
-use linstor_affinity_cli::live::LiveCluster;
+use linstor_affinity_cli::lease::{self, FenceArgs, FenceError};
+use linstor_affinity_cli::live::{LiveCluster, LiveError, kube_client};
 use linstor_affinity_cli::plan::{self, DecisionOptions, PlanError, PlanOptions, Source, Status};
 use linstor_affinity_cli::progress::Spinner;
 use linstor_affinity_cli::render::{Format, RenderError, affinity_text, render};
@@ -40,7 +44,13 @@ enum Command {
     /// Replace one PV whose node affinity no longer matches LINSTOR (live cluster only).
     #[command(after_long_help = REPLACE_HELP)]
     Replace(ReplaceArgs),
+    /// Discard the intent of a replace (the saved PV on a LINSTOR volume definition), on purpose.
+    #[command(after_long_help = DISCARD_HELP)]
+    DiscardIntent(DiscardArgs),
 }
+
+/// Exit code of a command that did not write because a controller holds its Lease.
+const EXIT_FENCED: u8 = 3;
 
 /// The LINSTOR environment, the same for every live command.
 macro_rules! linstor_env_help {
@@ -49,6 +59,22 @@ macro_rules! linstor_env_help {
             "LINSTOR connection (live mode), the environment of the Go LINSTOR client:\n",
             linstor_affinity_cli::linstor_environment_help!()
         )
+    };
+}
+
+/// The fencing of the commands that write, the same for each.
+macro_rules! fencing_help {
+    () => {
+        "\
+Fencing: before writing (and again after the confirmation) the command reads the controller's
+leader-election Lease (coordination.k8s.io/v1; --lease-lock-name and --lease-lock-namespace, the
+controller's flags with its defaults) and refuses, with exit code 3, while another holder's lease
+is valid (holderIdentity set, renewTime + leaseDurationSeconds in the future): that controller may
+write the same PV or property at the same time. A missing, released or expired Lease lets it go
+on; a Lease that cannot be read stops it (exit code 1). --ignore-lease skips the check: only when
+the Lease is stale or the controller is known to be stopped. A controller running without
+--leader-election holds no Lease and is not seen.
+"
     };
 }
 
@@ -123,6 +149,8 @@ saved state of a finished replace behind (the controller clears it), cannot be d
 exist or is not a LINSTOR CSI volume.
 
 ",
+    fencing_help!(),
+    "\n",
     kubernetes_help!(),
     "\n",
     linstor_env_help!(),
@@ -130,9 +158,45 @@ exist or is not a LINSTOR CSI volume.
 Exit codes:
   0  the PV was replaced
   1  nothing was replaced: see the message (declined, not needed, not possible, or a failure)
+  3  nothing was replaced: a controller holds its leader-election Lease (see Fencing)
 
 Example:
   LS_CONTROLLERS=http://linstor-controller:3370 linstor-affinity replace pvc-0b6f1c2e --yes"
+);
+
+const DISCARD_HELP: &str = concat!(
+    "\
+A replace first saves the replacement PV on the LINSTOR volume definition (property
+Aux/affinity-updater-saved-pv): its intent, which the controller and `replace` finish from. When
+that intent must not be finished (the PV was changed on purpose since), discard it with this
+command: it reads the volume definition, prints what it discards (the saved PV's name, or the
+start of the text when it is no saved PV), asks for confirmation (--yes skips the question;
+without a terminal on stdin --yes is required), checks that the property still holds the same
+text and removes it. The PV is not touched.
+
+VOLUME is a LINSTOR volume as in a CSI volume handle: RESOURCE_DEFINITION, or
+RESOURCE_DEFINITION/VOLUME_NUMBER (default volume 0).
+
+Nothing is changed, with exit code 1 and the reason, when the resource definition or the volume
+does not exist, the volume definition holds no intent, the answer is not y, or the intent changed
+meanwhile.
+
+",
+    fencing_help!(),
+    "With --ignore-lease, discard-intent does not contact Kubernetes at all.
+
+",
+    kubernetes_help!(),
+    "\n",
+    linstor_env_help!(),
+    "
+Exit codes:
+  0  the intent was discarded
+  1  nothing was discarded: see the message (declined, no such volume, no intent, or a failure)
+  3  nothing was discarded: a controller holds its leader-election Lease (see Fencing)
+
+Example:
+  LS_CONTROLLERS=http://linstor-controller:3370 linstor-affinity discard-intent pvc-0b6f1c2e/0"
 );
 
 /// The settings shared by every decision.
@@ -202,13 +266,46 @@ struct ReplaceArgs {
     #[command(flatten)]
     decision: DecisionArgs,
 
+    #[command(flatten, next_help_heading = "Fencing")]
+    fence: FenceArgs,
+
     #[command(flatten, next_help_heading = "Kubernetes")]
     kube: KubeArgs,
 }
 
-/// Why a command failed (exit code 1).
+#[derive(Debug, clap::Args)]
+struct DiscardArgs {
+    /// The LINSTOR volume: RESOURCE_DEFINITION or RESOURCE_DEFINITION/VOLUME_NUMBER.
+    #[arg(value_name = "VOLUME")]
+    volume: VolumeId,
+
+    /// Discard without asking (required when stdin is not a terminal).
+    #[arg(short, long)]
+    yes: bool,
+
+    #[command(flatten, next_help_heading = "Fencing")]
+    fence: FenceArgs,
+
+    #[command(flatten, next_help_heading = "Kubernetes (for the Lease)")]
+    kube: KubeArgs,
+}
+
+/// Why a command failed (exit code 1, or 3 when fenced).
 #[derive(Debug, thiserror::Error)]
 enum CliError {
+    #[error(transparent)]
+    Fence(#[from] FenceError),
+    #[error(transparent)]
+    Live(#[from] LiveError),
+    #[error(transparent)]
+    Discard(#[from] DiscardError),
+    #[error(
+        "refusing to discard the intent of volume {volume} without confirmation: standard input is not a \
+         terminal; pass --yes to discard it anyway"
+    )]
+    DiscardNeedsConfirmation { volume: VolumeId },
+    #[error("intent of volume {volume} not discarded")]
+    DiscardDeclined { volume: VolumeId },
     #[error("cannot start the async runtime: {0}")]
     Runtime(std::io::Error),
     #[error(transparent)]
@@ -228,6 +325,16 @@ enum CliError {
     Prompt(std::io::Error),
     #[error("PV {pv} not replaced")]
     Declined { pv: String },
+}
+
+impl CliError {
+    /// The process exit code.
+    fn code(&self) -> u8 {
+        match self {
+            Self::Fence(FenceError::Held { .. }) => EXIT_FENCED,
+            _ => Status::Failed.code(),
+        }
+    }
 }
 
 fn parse_timestamp(text: &str) -> Result<Timestamp, String> {
@@ -312,8 +419,8 @@ async fn propose(
     replace::propose(&state, pv, options)
 }
 
-fn confirm(pv: &str) -> Result<bool, CliError> {
-    eprint!("Replace PV {pv}? [y/N] ");
+fn confirm(question: &str) -> Result<bool, CliError> {
+    eprint!("{question} [y/N] ");
     let mut answer = String::new();
     std::io::stdin()
         .lock()
@@ -333,12 +440,16 @@ fn replace(args: ReplaceArgs) -> Result<Status, CliError> {
     let cluster = runtime
         .block_on(LiveCluster::connect(&args.kube))
         .map_err(ReplaceCommandError::from)?;
+    let kube = cluster.kube();
+    let fence = Fence::new(&args.fence, Some(&kube));
+    // Before anything is shown: no question to answer when the answer cannot be acted on.
+    fence.check(&runtime)?;
     let options = decision.options(now());
     let mut proposal = runtime.block_on(propose(&cluster, &pv, &options))?;
     let colour = std::io::stdout().is_terminal();
     write_stdout(&render(&proposal.report, Format::Table, colour)?)?;
     if !args.yes {
-        if !confirm(&pv)? {
+        if !confirm(&format!("Replace PV {pv}?"))? {
             return Err(CliError::Declined { pv });
         }
         // The answer may have taken a while: act only on the decision that was shown.
@@ -351,6 +462,8 @@ fn replace(args: ReplaceArgs) -> Result<Status, CliError> {
             return Err(ReplaceCommandError::Changed { pv }.into());
         }
         proposal = fresh;
+        // A controller may have started while the question waited.
+        fence.check(&runtime)?;
     }
     let spinner = Spinner::start(format!("replacing PV {pv}…"));
     let applied = runtime.block_on(replace::execute(&cluster, &proposal, &replace::instance_name()))?;
@@ -366,6 +479,74 @@ fn replace(args: ReplaceArgs) -> Result<Status, CliError> {
         "PV {pv} replaced: node affinity {} (was {}); every other field kept\n",
         affinity_text(Some(&affinity)),
         affinity_text(shown.and_then(|volume| volume.current_affinity.as_ref())),
+    ))?;
+    Ok(Status::Clean)
+}
+
+/// The Lease check of one command that writes.
+struct Fence<'a> {
+    /// The Kubernetes client; `None` with --ignore-lease.
+    kube: Option<&'a kube::Client>,
+    lock: lease::LeaseLock,
+}
+
+impl<'a> Fence<'a> {
+    /// The check `args` ask for; with --ignore-lease it says once on stderr that it checks nothing.
+    fn new(args: &FenceArgs, kube: Option<&'a kube::Client>) -> Self {
+        let lock = args.lock();
+        if args.ignore_lease {
+            eprintln!(
+                "warning: --ignore-lease: not checking whether a controller holds Lease {}/{}",
+                lock.namespace, lock.name
+            );
+        }
+        Self {
+            kube: kube.filter(|_| !args.ignore_lease),
+            lock,
+        }
+    }
+
+    /// Fails when another instance holds the Lease now (or the Lease cannot be read).
+    fn check(&self, runtime: &tokio::runtime::Runtime) -> Result<(), CliError> {
+        let Some(kube) = self.kube else {
+            return Ok(());
+        };
+        let identity = replace::instance_name();
+        runtime.block_on(lease::check(kube.clone(), &self.lock, &identity, now()))?;
+        Ok(())
+    }
+}
+
+fn discard_intent(args: DiscardArgs) -> Result<Status, CliError> {
+    let volume = args.volume;
+    // Refuse before any request: a script without --yes must not wait on a prompt.
+    if !args.yes && !std::io::stdin().is_terminal() {
+        return Err(CliError::DiscardNeedsConfirmation { volume });
+    }
+    let runtime = runtime()?;
+    let linstor = linstor_api::Client::from_env().map_err(LiveError::from)?;
+    // Kubernetes only holds the Lease: not needed when it is ignored.
+    let kube = if args.fence.ignore_lease {
+        None
+    } else {
+        Some(runtime.block_on(kube_client(&args.kube))?.0)
+    };
+    let fence = Fence::new(&args.fence, kube.as_ref());
+    let intent = runtime.block_on(discard::read_intent(&linstor, &volume))?;
+    let what = intent.describe();
+    write_stdout(&format!(
+        "Volume {volume} holds the intent of a replace: {what}\n"
+    ))?;
+    fence.check(&runtime)?;
+    if !args.yes {
+        if !confirm(&format!("Discard the intent of volume {volume}?"))? {
+            return Err(CliError::DiscardDeclined { volume });
+        }
+        fence.check(&runtime)?;
+    }
+    runtime.block_on(discard::discard(&linstor, &intent))?;
+    write_stdout(&format!(
+        "Intent of volume {volume} discarded ({what}); the PV was not touched\n"
     ))?;
     Ok(Status::Clean)
 }
@@ -387,12 +568,61 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Plan(args) => plan(args),
         Command::Replace(args) => replace(args),
+        Command::DiscardIntent(args) => discard_intent(args),
     };
     match result {
         Ok(status) => ExitCode::from(status.code()),
         Err(error) => {
             eprintln!("error: {error}");
-            ExitCode::from(Status::Failed.code())
+            ExitCode::from(error.code())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::{CommandFactory, Parser};
+
+    use super::*;
+
+    #[test]
+    fn the_arguments_are_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn discard_intent_takes_a_volume_and_the_fencing_flags() {
+        let cli = Cli::try_parse_from([
+            "linstor-affinity",
+            "discard-intent",
+            "pvc-1/2",
+            "--yes",
+            "--ignore-lease",
+            "--lease-lock-name",
+            "lock",
+            "--lease-lock-namespace",
+            "piraeus",
+        ])
+        .unwrap();
+        let Command::DiscardIntent(args) = cli.command else {
+            panic!("not discard-intent: {cli:?}");
+        };
+        assert_eq!(args.volume, VolumeId::new("pvc-1", 2));
+        assert!(args.yes && args.fence.ignore_lease);
+        assert_eq!(args.fence.lease_lock_name, "lock");
+        assert_eq!(args.fence.lease_lock_namespace, "piraeus");
+        let bad = Cli::try_parse_from(["linstor-affinity", "discard-intent", "pvc-1/x"]).unwrap_err();
+        assert!(bad.to_string().contains("pvc-1/x"), "{bad}");
+    }
+
+    #[test]
+    fn the_lease_defaults_are_the_controllers() {
+        let cli = Cli::try_parse_from(["linstor-affinity", "replace", "pv"]).unwrap();
+        let Command::Replace(args) = cli.command else {
+            panic!("not replace: {cli:?}");
+        };
+        assert!(!args.fence.ignore_lease);
+        assert_eq!(args.fence.lease_lock_name, "linstor-affinity-controller");
+        assert_eq!(args.fence.lease_lock_namespace, "");
     }
 }

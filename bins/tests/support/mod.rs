@@ -18,6 +18,22 @@ use kube::api::{Api, PostParams};
 use kube_harness::{BoundVolume, LoggedProcess, TestEnv, VolumeOptions};
 use linstor_api::sim::{SimNode, SimResource, SimResourceDefinition, SimState, Simulator};
 
+/// Whether the controller binary has its test hooks (`--debug-halt-after`), which only builds with
+/// the `test-hooks` feature (`cargo test --all-features`) have. Without them a test that needs them
+/// prints `SKIPPED: <reason>` and passes, or with `CI=true` fails, as a missing cluster does.
+pub fn controller_has_test_hooks(test: &str) -> bool {
+    if cfg!(feature = "test-hooks") {
+        return true;
+    }
+    let reason = "the controller was built without the test-hooks feature (run the tests with \
+                  --all-features or --features linstor-affinity-bins/test-hooks)";
+    if std::env::var("CI").as_deref() == Ok("true") {
+        panic!("CI=true and {reason}");
+    }
+    eprintln!("SKIPPED: {test}: {reason}");
+    false
+}
+
 /// The LINSTOR node-name topology key.
 pub const HOSTNAME_KEY: &str = "linbit.com/hostname";
 
