@@ -67,6 +67,9 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// Attempts at removing the finalizers of a PV being deleted while other
 /// controllers change it.
 const FINALIZER_ATTEMPTS: u32 = 5;
+/// Attempts at marking a re-created PV Bound and restoring its policy while
+/// the PV binder changes it too.
+const SETTLE_ATTEMPTS: u32 = 4;
 /// When and how often to check that a nudged claim was bound again.
 const REBIND_CHECK_AFTER: Duration = Duration::from_secs(2);
 const REBIND_CHECKS: u32 = 3;
@@ -622,7 +625,10 @@ impl<L: IntentLog> ReplaceProtocol<L> {
     /// After a re-creation: nudges the claim so the PV binder binds it at
     /// once, and when the claim owns `pv`, marks it `Bound` (the binder's
     /// own condition) and restores the reclaim policy it was created
-    /// without. Returns why the PV stays at `Retain`, if it does.
+    /// without. Returns why the PV stays at `Retain`, if it does. Other
+    /// writers (the PV binder) may change the PV meanwhile: every write is
+    /// conditional on the version the decision saw, and a refused one is
+    /// decided again on the PV read afresh.
     async fn settle(&self, pv: &PersistentVolume) -> Result<Option<ClaimProblem>, ReplaceError> {
         let name = pv.metadata.name.clone().unwrap_or_default();
         let claim = match self.nudge_claim(pv).await {
@@ -630,32 +636,55 @@ impl<L: IntentLog> ReplaceProtocol<L> {
             ClaimRead::Gone => None,
             ClaimRead::Unknown => return Ok(None),
         };
-        match restore_step(pv, claim.as_ref()) {
-            RestoreStep::NotHeld => {
-                if let Some(claim) = &claim {
-                    self.mark_bound(pv, claim).await;
+        let mut pv = pv.clone();
+        for _ in 0..SETTLE_ATTEMPTS {
+            let written = match restore_step(&pv, claim.as_ref()) {
+                RestoreStep::NotHeld => {
+                    if let Some(claim) = &claim {
+                        // Best effort: the binder marks it itself otherwise.
+                        let _ = self.mark_bound(&pv, claim).await;
+                    }
+                    return Ok(None);
                 }
-                Ok(None)
-            }
-            RestoreStep::Hold(problem) => {
-                warn!(pv = %name, %problem, "PV kept at reclaim policy Retain");
-                Ok(Some(problem))
-            }
-            RestoreStep::MarkBoundThenRestore { policy } => {
-                let Some(claim) = &claim else { return Ok(None) };
-                match self.mark_bound(pv, claim).await {
-                    Some(bound) => self.restore_policy(&bound, &policy).await.map(|()| None),
-                    None => Ok(None),
+                RestoreStep::Hold(problem) => {
+                    warn!(pv = %name, %problem, "PV kept at reclaim policy Retain");
+                    return Ok(Some(problem));
                 }
+                RestoreStep::MarkBoundThenRestore { .. } => match &claim {
+                    Some(claim) => self.mark_bound(&pv, claim).await,
+                    None => return Ok(None),
+                },
+                RestoreStep::Restore { policy } => self.restore_policy(&pv, &policy).await,
+            };
+            match written {
+                Ok(Some(next)) => pv = next,
+                Ok(None) => return Ok(None),
+                Err(ReplaceError::Changed { .. }) => {
+                    let step = "reading the re-created PV";
+                    match self
+                        .fenced(&name, step, || self.pvs.get_opt(&name))
+                        .await
+                        .map_err(|error| error.into_replace_error(&name, step))?
+                    {
+                        Some(current) => pv = current,
+                        None => return Ok(None),
+                    }
+                }
+                Err(error) => return Err(error),
             }
-            RestoreStep::Restore { policy } => self.restore_policy(pv, &policy).await.map(|()| None),
         }
+        debug!(pv = %name, "PV kept changing while its reclaim policy was restored; the next pass goes on");
+        Ok(None)
     }
 
     /// Sets `policy` on `pv` and removes the annotation that kept it,
     /// conditional on `pv`'s resource version: the claim was checked against
-    /// exactly that version.
-    async fn restore_policy(&self, pv: &PersistentVolume, policy: &str) -> Result<(), ReplaceError> {
+    /// exactly that version. Returns `None`: nothing is left to do.
+    async fn restore_policy(
+        &self,
+        pv: &PersistentVolume,
+        policy: &str,
+    ) -> Result<Option<PersistentVolume>, ReplaceError> {
         let name = pv.metadata.name.as_deref().unwrap_or_default();
         let restore = json!({
             "metadata": {
@@ -672,25 +701,26 @@ impl<L: IntentLog> ReplaceProtocol<L> {
             .map_err(|error| error.into_replace_error(name, step))?;
         info!(pv = %name, %policy, "claim owns the PV again: reclaim policy restored");
         self.done(name, ReplaceStep::PolicyRestored).await;
-        Ok(())
+        Ok(None)
     }
 
     /// Marks `pv` `Bound` when `claim`, as just read, owns it: exactly the
     /// PV binder's own condition. The binder (limited to 20 requests per
     /// second in kube-controller-manager by default) then has nothing left
     /// to write for it. Returns the PV as stored after the mark, or as it
-    /// was when already `Bound`; `None` when the claim does not own it or
-    /// the write failed (the binder marks it itself then).
+    /// was when already `Bound`; `None` when the claim does not own it.
     async fn mark_bound(
         &self,
         pv: &PersistentVolume,
         claim: &PersistentVolumeClaim,
-    ) -> Option<PersistentVolume> {
+    ) -> Result<Option<PersistentVolume>, ReplaceError> {
         let name = pv.metadata.name.as_deref().unwrap_or_default();
-        claim_owns(pv, Some(claim)).ok()?;
+        if claim_owns(pv, Some(claim)).is_err() {
+            return Ok(None);
+        }
         let phase = pv.status.as_ref().and_then(|status| status.phase.as_deref());
         if phase == Some(PHASE_BOUND) {
-            return Some(pv.clone());
+            return Ok(Some(pv.clone()));
         }
         let bound = json!({
             "metadata": { "resourceVersion": pv.metadata.resource_version },
@@ -698,18 +728,11 @@ impl<L: IntentLog> ReplaceProtocol<L> {
         });
         let bound = Patch::Merge(&bound);
         let params = PatchParams::default();
-        match self
-            .fenced(name, "marking the PV Bound", || {
-                self.pvs.patch_status(name, &params, &bound)
-            })
+        let step = "marking the PV Bound";
+        self.fenced(name, step, || self.pvs.patch_status(name, &params, &bound))
             .await
-        {
-            Ok(bound) => Some(bound),
-            Err(error) => {
-                warn!(pv = %name, error = %error.into_replace_error(name, "marking the PV Bound"), "could not mark the PV Bound; the PV binder will");
-                None
-            }
-        }
+            .map(Some)
+            .map_err(|error| error.into_replace_error(name, step))
     }
 
     /// Updates the claim of `pv` so the PV binder binds it again at once,

@@ -4,6 +4,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use affinity_core::k8s_openapi::api::core::v1::Event as CoreEvent;
@@ -13,10 +15,12 @@ use affinity_core::names::{SAVED_PV_PROPERTY, SKIP_RECLAIM_ANNOTATION};
 use affinity_core::{
     Accessibility, Action, DecisionSettings, LinstorSnapshot, Planner, Properties, RemoteAccessPolicy,
     ReplaceTrigger, Replacement, Replica, ResourceDefinitionState, VolumeDefinitionState, VolumeId,
-    desired_node_affinity, encode_saved_pv, node_segments, replacement_pv,
+    desired_node_affinity, encode_saved_pv, node_segments, replacement_pv, restore_policy_of,
 };
+use affinity_kube::replace::{ReplaceError, ReplaceStep, StepObserver};
 use affinity_kube::{IntentLog, ReplaceProtocol};
-use kube::api::{Api, ListParams, Patch, PatchParams};
+use futures::future::BoxFuture;
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube_harness::{TestEnv, VolumeOptions, hostname_affinity};
 use linstor_api::Client;
 use linstor_api::sim::{SimNode, SimResource, SimResourceDefinition, SimState, Simulator};
@@ -232,5 +236,229 @@ async fn replace_interrupted_after_the_retain_patch_converges() {
         .unwrap();
 
     assert_replaced(&env, &live, &sim, &volume).await;
+    env.cleanup().await;
+}
+
+/// Acts once, as another writer would, right after protocol step `at`; the
+/// protocol goes on only when the action is done.
+struct Adversary {
+    at: ReplaceStep,
+    action: Mutex<Option<BoxFuture<'static, ()>>>,
+}
+
+impl Adversary {
+    fn at(at: ReplaceStep, action: impl Future<Output = ()> + Send + 'static) -> Arc<Self> {
+        Arc::new(Self {
+            at,
+            action: Mutex::new(Some(Box::pin(action))),
+        })
+    }
+}
+
+impl StepObserver for Adversary {
+    fn step_done(&self, _pv: &str, step: ReplaceStep) -> BoxFuture<'static, ()> {
+        let action = if step == self.at {
+            self.action.lock().unwrap().take()
+        } else {
+            None
+        };
+        Box::pin(async move {
+            if let Some(action) = action {
+                action.await;
+            }
+        })
+    }
+}
+
+fn reclaim_policy(pv: &PersistentVolume) -> Option<&str> {
+    pv.spec
+        .as_ref()
+        .and_then(|spec| spec.persistent_volume_reclaim_policy.as_deref())
+}
+
+/// Decides again from the intent saved in the simulator and the PV as it
+/// is now; returns the decision error.
+async fn decided_again(env: &TestEnv, sim: &Simulator, volume: &VolumeId, name: &str) -> String {
+    let live = env.pvs().get_opt(name).await.unwrap();
+    let linstor = snapshot(volume, saved_property(sim, volume));
+    let classes: BTreeMap<String, Properties> = BTreeMap::new();
+    let settings = DecisionSettings::at("Aux/topology", Duration::ZERO, SystemTime::now());
+    let pvs: Vec<&PersistentVolume> = live.iter().collect();
+    let decision = Planner::new(&linstor, &classes, &settings)
+        .decide_resource_definition(&volume.resource_definition, &pvs)
+        .into_iter()
+        .find(|decision| decision.volume == *volume)
+        .expect("a decision");
+    match decision.outcome {
+        Err(error) => error.to_string(),
+        other => panic!("expected nothing to be written, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_writer_that_puts_delete_back_after_the_retain_patch_stops_the_delete() {
+    let Some(env) = TestEnv::setup("replace_revert").await else {
+        return;
+    };
+    let (live, volume) = drifted_volume(&env).await;
+    let (sim, linstor) = simulator(&volume).await;
+    let name = live.metadata.name.clone().unwrap();
+    let replacement = decide(&snapshot(&volume, None), &live);
+    let pvs = env.pvs();
+    let reverter = Adversary::at(ReplaceStep::RetainSet, {
+        let (pvs, name) = (pvs.clone(), name.clone());
+        async move {
+            let back = json!({ "spec": { "persistentVolumeReclaimPolicy": "Delete" } });
+            pvs.patch(&name, &PatchParams::default(), &Patch::Merge(&back))
+                .await
+                .unwrap();
+        }
+    });
+    let error = ReplaceProtocol::new(env.client(), linstor, "test-instance")
+        .with_observer(reverter)
+        .run(&volume, &replacement)
+        .await
+        .unwrap_err();
+    assert!(matches!(error, ReplaceError::Changed { .. }), "{error}");
+
+    let now = pvs.get(&name).await.unwrap();
+    assert_eq!(now.metadata.uid, live.metadata.uid, "the PV is the original");
+    assert!(
+        now.metadata.deletion_timestamp.is_none(),
+        "the PV was not deleted"
+    );
+    assert_eq!(reclaim_policy(&now), Some("Delete"));
+    let message = decided_again(&env, &sim, &volume, &name).await;
+    assert!(message.contains("set by someone else"), "{message}");
+    assert!(saved_property(&sim, &volume).is_some(), "intent kept");
+    env.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_pv_changed_after_the_decision_is_not_reverted() {
+    let Some(env) = TestEnv::setup("replace_changed").await else {
+        return;
+    };
+    let (live, volume) = drifted_volume(&env).await;
+    let (sim, linstor) = simulator(&volume).await;
+    let name = live.metadata.name.clone().unwrap();
+    let replacement = decide(&snapshot(&volume, None), &live);
+    let pvs = env.pvs();
+    let labeller = Adversary::at(ReplaceStep::IntentSaved, {
+        let (pvs, name) = (pvs.clone(), name.clone());
+        async move {
+            let label = json!({ "metadata": { "labels": { "example.com/tier": "gold" } } });
+            pvs.patch(&name, &PatchParams::default(), &Patch::Merge(&label))
+                .await
+                .unwrap();
+        }
+    });
+    let error = ReplaceProtocol::new(env.client(), linstor, "test-instance")
+        .with_observer(labeller)
+        .run(&volume, &replacement)
+        .await
+        .unwrap_err();
+    assert!(matches!(error, ReplaceError::Changed { .. }), "{error}");
+
+    let now = pvs.get(&name).await.unwrap();
+    assert_eq!(now.metadata.uid, live.metadata.uid);
+    assert_eq!(
+        reclaim_policy(&now),
+        Some("Delete"),
+        "not even the Retain patch landed"
+    );
+    let labels = now.metadata.labels.clone().unwrap_or_default();
+    assert_eq!(labels.get("example.com/tier").map(String::as_str), Some("gold"));
+    let message = decided_again(&env, &sim, &volume, &name).await;
+    assert!(message.contains("labels differs"), "{message}");
+    env.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_pv_re_created_by_hand_during_a_replace_is_left_alone() {
+    let Some(env) = TestEnv::setup("replace_by_hand").await else {
+        return;
+    };
+    let (live, volume) = drifted_volume(&env).await;
+    let (sim, linstor) = simulator(&volume).await;
+    let name = live.metadata.name.clone().unwrap();
+    let replacement = decide(&snapshot(&volume, None), &live);
+    let pvs = env.pvs();
+    let mut by_hand = replacement_pv(&live, None);
+    by_hand
+        .metadata
+        .labels
+        .get_or_insert_with(BTreeMap::new)
+        .insert("example.com/by".to_owned(), "admin".to_owned());
+    let admin = Adversary::at(ReplaceStep::FinalizersRemoved, {
+        let (pvs, name, by_hand) = (pvs.clone(), name.clone(), by_hand.clone());
+        async move {
+            // The old PV goes away first, as it would for the admin.
+            while pvs.get_opt(&name).await.unwrap().is_some() {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            pvs.create(&PostParams::default(), &by_hand).await.unwrap();
+        }
+    });
+    let error = ReplaceProtocol::new(env.client(), linstor, "test-instance")
+        .with_observer(admin)
+        .run(&volume, &replacement)
+        .await
+        .unwrap_err();
+    assert!(matches!(error, ReplaceError::Occupied { .. }), "{error}");
+
+    let now = pvs.get(&name).await.unwrap();
+    let labels = now.metadata.labels.clone().unwrap_or_default();
+    assert_eq!(labels.get("example.com/by").map(String::as_str), Some("admin"));
+    assert_eq!(
+        now.spec.as_ref().unwrap().node_affinity,
+        None,
+        "the admin's PV as written"
+    );
+    let message = decided_again(&env, &sim, &volume, &name).await;
+    assert!(message.contains("not the UID"), "{message}");
+    assert!(saved_property(&sim, &volume).is_some(), "intent kept");
+    env.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_claim_deleted_between_delete_and_create_keeps_the_new_pv_at_retain() {
+    let Some(env) = TestEnv::setup("replace_claim_gone").await else {
+        return;
+    };
+    let (live, volume) = drifted_volume(&env).await;
+    let (_sim, linstor) = simulator(&volume).await;
+    let name = live.metadata.name.clone().unwrap();
+    let claim = live
+        .spec
+        .as_ref()
+        .unwrap()
+        .claim_ref
+        .clone()
+        .unwrap()
+        .name
+        .unwrap();
+    let replacement = decide(&snapshot(&volume, None), &live);
+    let claims = env.pvcs();
+    let user = Adversary::at(ReplaceStep::FinalizersRemoved, {
+        let (claims, claim) = (claims.clone(), claim.clone());
+        async move {
+            claims.delete(&claim, &DeleteParams::default()).await.unwrap();
+            while claims.get_opt(&claim).await.unwrap().is_some() {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    });
+    ReplaceProtocol::new(env.client(), linstor, "test-instance")
+        .with_observer(user)
+        .run(&volume, &replacement)
+        .await
+        .unwrap();
+
+    // The binder sees a PV whose claim is gone: Released, at Retain.
+    let released = env.wait_for_pv_phase(&name, "Released").await;
+    assert_ne!(released.metadata.uid, live.metadata.uid, "the PV was re-created");
+    assert_eq!(reclaim_policy(&released), Some("Retain"));
+    assert_eq!(restore_policy_of(&released), Some("Delete"));
     env.cleanup().await;
 }
