@@ -17,7 +17,7 @@ use affinity_core::{
 };
 use affinity_kube::{IntentLog, ReplaceProtocol};
 use kube::api::{Api, ListParams, Patch, PatchParams};
-use kube_harness::{TestEnv, VolumeOptions, hostname_affinity};
+use kube_harness::{ReclaimEmulator, TestEnv, VolumeOptions, hostname_affinity, linstor_volume_deleter};
 use linstor_api::Client;
 use linstor_api::sim::{SimNode, SimResource, SimResourceDefinition, SimState, Simulator};
 use serde_json::json;
@@ -43,7 +43,9 @@ async fn drifted_volume(env: &TestEnv) -> (PersistentVolume, VolumeId) {
     (live, VolumeId::new(name, 0))
 }
 
-async fn simulator(volume: &VolumeId) -> (Simulator, Client) {
+/// The simulator holding `volume` on `node-b`, a client of it, and the
+/// reclaim emulator of `env`'s PVs deleting its resource definitions.
+async fn simulator(env: &TestEnv, volume: &VolumeId) -> (Simulator, Client, ReclaimEmulator) {
     let state = SimState {
         nodes: vec![SimNode::new("node-a"), SimNode::new("node-b")],
         resource_definitions: vec![
@@ -58,7 +60,8 @@ async fn simulator(volume: &VolumeId) -> (Simulator, Client) {
         .timeout(Duration::from_secs(10))
         .build()
         .unwrap();
-    (sim, client)
+    let reclaims = ReclaimEmulator::start(env, linstor_volume_deleter(&sim.http_url().unwrap())).await;
+    (sim, client, reclaims)
 }
 
 /// The engine's view of the same LINSTOR state, with `saved` as the intent.
@@ -148,7 +151,7 @@ async fn drifted_pv_is_replaced_in_place() {
         return;
     };
     let (live, volume) = drifted_volume(&env).await;
-    let (sim, linstor) = simulator(&volume).await;
+    let (sim, linstor, reclaims) = simulator(&env, &volume).await;
     let replacement = decide(&snapshot(&volume, None), &live);
     assert_eq!(replacement.trigger, ReplaceTrigger::AffinityDrift);
 
@@ -199,6 +202,7 @@ async fn drifted_pv_is_replaced_in_place() {
                 && e.involved_object.name.as_deref() == live.metadata.name.as_deref()),
         "no PV event"
     );
+    reclaims.finish().await;
     env.cleanup().await;
 }
 
@@ -208,7 +212,7 @@ async fn replace_interrupted_after_the_retain_patch_converges() {
         return;
     };
     let (live, volume) = drifted_volume(&env).await;
-    let (sim, linstor) = simulator(&volume).await;
+    let (sim, linstor, reclaims) = simulator(&env, &volume).await;
     let name = live.metadata.name.clone().unwrap();
 
     // The first attempt saved its intent and set Retain, then died.
@@ -232,5 +236,6 @@ async fn replace_interrupted_after_the_retain_patch_converges() {
         .unwrap();
 
     assert_replaced(&env, &live, &sim, &volume).await;
+    reclaims.finish().await;
     env.cleanup().await;
 }

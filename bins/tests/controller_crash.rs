@@ -313,7 +313,7 @@ async fn crash_after(step: ReplaceStep) {
     assert!(scenario.saved_pv(&pv_name).is_none());
     assert_no_linstor_deletion(&scenario, std::slice::from_ref(&pv_name), scenario.node(1));
     drop(second);
-    scenario.env.cleanup().await;
+    scenario.finish().await;
 }
 
 /// The steps the tests below cover, in protocol order.
@@ -582,5 +582,5 @@ async fn many_replaces_survive_repeated_kills() {
         + finished;
     eprintln!("mass run: {total} \"PV replaced\" lines over all controllers");
     drop(controller);
-    scenario.env.cleanup().await;
+    scenario.finish().await;
 }

@@ -14,7 +14,9 @@ use affinity_core::k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use affinity_core::names::{SAVED_PV_PROPERTY, SKIP_RECLAIM_ANNOTATION};
 use assert_cmd::Command;
 use kube::api::{Api, PostParams};
-use kube_harness::{CSI_DRIVER, TestEnv, VolumeOptions, hostname_affinity};
+use kube_harness::{
+    CSI_DRIVER, ReclaimEmulator, TestEnv, VolumeOptions, hostname_affinity, linstor_volume_deleter,
+};
 use linstor_api::sim::{Fault, FaultKind, SimNode, SimResource, SimResourceDefinition, SimState, Simulator};
 use serde_json::{Value, json};
 
@@ -122,6 +124,7 @@ async fn plan_reports_and_replace_fixes_a_drifted_pv() {
     .await
     .unwrap();
     let linstor = sim.http_url().unwrap();
+    let reclaims = ReclaimEmulator::start(&env, linstor_volume_deleter(&linstor)).await;
 
     // The PV was just created: no grace period, or it would be skipped.
     let plan = ["plan", "-o", "json", "--grace-period", "0"];
@@ -207,6 +210,7 @@ async fn plan_reports_and_replace_fixes_a_drifted_pv() {
         "{stderr}"
     );
     assert!(env.pvs().get(&name).await.unwrap().metadata.uid == now.metadata.uid);
+    reclaims.finish().await;
     env.cleanup().await;
 }
 
