@@ -264,8 +264,12 @@ fn lock(records: &Records) -> MutexGuard<'_, Vec<Reclaim>> {
     records.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-/// Acts as the CSI external-provisioner of [`CSI_DRIVER`] does for reclaim, on the PVs of one test
-/// (see the [module documentation](self)).
+/// Acts as the CSI external-provisioner of [`CSI_DRIVER`] does for reclaim, on the PVs of one test:
+/// a PV of the driver (its [`PROVISIONED_BY_ANNOTATION`] naming it) with reclaim policy `Delete`
+/// and without [`SKIP_RECLAIM_ANNOTATION`]` = "true"` has its volume deleted when it is `Released`
+/// or `Failed` (then the PV is deleted) or when it is deleted while carrying
+/// [`PROVISIONER_FINALIZER`]; any other PV being deleted only loses that finalizer. Every volume
+/// deleted is recorded as a [`Reclaim`].
 ///
 /// It watches the PVs carrying the test's [`TEST_LABEL`] in a task of the runtime that started it;
 /// the task ends with [`ReclaimEmulator::stop`] or when the emulator is dropped. Stop it before
