@@ -70,9 +70,14 @@ const FINALIZER_ATTEMPTS: u32 = 5;
 /// Attempts at marking a re-created PV Bound and restoring its policy while
 /// the PV binder changes it too.
 const SETTLE_ATTEMPTS: u32 = 4;
-/// When and how often to check that a nudged claim was bound again.
-const REBIND_CHECK_AFTER: Duration = Duration::from_secs(2);
-const REBIND_CHECKS: u32 = 3;
+/// The pauses before each check that a nudged claim was bound again: soon
+/// first (the binder usually lost the race by milliseconds), then longer.
+const REBIND_CHECK_PAUSES: [Duration; 4] = [
+    Duration::from_millis(250),
+    Duration::from_millis(750),
+    Duration::from_secs(2),
+    Duration::from_secs(4),
+];
 
 /// A step of the protocol, reported to a [`StepObserver`] once done.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -758,8 +763,8 @@ impl<L: IntentLog> ReplaceProtocol<L> {
         let leadership = self.leadership.clone();
         let budget = self.budget();
         tokio::spawn(async move {
-            for attempt in 1..=REBIND_CHECKS {
-                tokio::time::sleep(REBIND_CHECK_AFTER).await;
+            for (attempt, pause) in (1..).zip(REBIND_CHECK_PAUSES) {
+                tokio::time::sleep(pause).await;
                 let phase = match claims.get_opt(&claim_name).await {
                     Ok(Some(claim)) => claim.status.and_then(|status| status.phase),
                     _ => return,

@@ -21,7 +21,7 @@ use affinity_kube::replace::{ReplaceError, ReplaceStep, StepObserver};
 use affinity_kube::{IntentLog, ReplaceProtocol};
 use futures::future::BoxFuture;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
-use kube_harness::{TestEnv, VolumeOptions, hostname_affinity};
+use kube_harness::{ReclaimEmulator, TestEnv, VolumeOptions, hostname_affinity, linstor_volume_deleter};
 use linstor_api::Client;
 use linstor_api::sim::{SimNode, SimResource, SimResourceDefinition, SimState, Simulator};
 use serde_json::json;
@@ -47,7 +47,9 @@ async fn drifted_volume(env: &TestEnv) -> (PersistentVolume, VolumeId) {
     (live, VolumeId::new(name, 0))
 }
 
-async fn simulator(volume: &VolumeId) -> (Simulator, Client) {
+/// The simulator holding `volume` on `node-b`, a client of it, and the
+/// reclaim emulator of `env`'s PVs deleting its resource definitions.
+async fn simulator(env: &TestEnv, volume: &VolumeId) -> (Simulator, Client, ReclaimEmulator) {
     let state = SimState {
         nodes: vec![SimNode::new("node-a"), SimNode::new("node-b")],
         resource_definitions: vec![
@@ -62,7 +64,8 @@ async fn simulator(volume: &VolumeId) -> (Simulator, Client) {
         .timeout(Duration::from_secs(10))
         .build()
         .unwrap();
-    (sim, client)
+    let reclaims = ReclaimEmulator::start(env, linstor_volume_deleter(&sim.http_url().unwrap())).await;
+    (sim, client, reclaims)
 }
 
 /// The engine's view of the same LINSTOR state, with `saved` as the intent.
@@ -152,7 +155,7 @@ async fn drifted_pv_is_replaced_in_place() {
         return;
     };
     let (live, volume) = drifted_volume(&env).await;
-    let (sim, linstor) = simulator(&volume).await;
+    let (sim, linstor, reclaims) = simulator(&env, &volume).await;
     let replacement = decide(&snapshot(&volume, None), &live);
     assert_eq!(replacement.trigger, ReplaceTrigger::AffinityDrift);
 
@@ -203,6 +206,7 @@ async fn drifted_pv_is_replaced_in_place() {
                 && e.involved_object.name.as_deref() == live.metadata.name.as_deref()),
         "no PV event"
     );
+    reclaims.finish().await;
     env.cleanup().await;
 }
 
@@ -212,7 +216,7 @@ async fn replace_interrupted_after_the_retain_patch_converges() {
         return;
     };
     let (live, volume) = drifted_volume(&env).await;
-    let (sim, linstor) = simulator(&volume).await;
+    let (sim, linstor, reclaims) = simulator(&env, &volume).await;
     let name = live.metadata.name.clone().unwrap();
 
     // The first attempt saved its intent and set Retain, then died.
@@ -236,6 +240,7 @@ async fn replace_interrupted_after_the_retain_patch_converges() {
         .unwrap();
 
     assert_replaced(&env, &live, &sim, &volume).await;
+    reclaims.finish().await;
     env.cleanup().await;
 }
 
@@ -301,7 +306,7 @@ async fn a_writer_that_puts_delete_back_after_the_retain_patch_stops_the_delete(
         return;
     };
     let (live, volume) = drifted_volume(&env).await;
-    let (sim, linstor) = simulator(&volume).await;
+    let (sim, linstor, reclaims) = simulator(&env, &volume).await;
     let name = live.metadata.name.clone().unwrap();
     let replacement = decide(&snapshot(&volume, None), &live);
     let pvs = env.pvs();
@@ -331,6 +336,7 @@ async fn a_writer_that_puts_delete_back_after_the_retain_patch_stops_the_delete(
     let message = decided_again(&env, &sim, &volume, &name).await;
     assert!(message.contains("set by someone else"), "{message}");
     assert!(saved_property(&sim, &volume).is_some(), "intent kept");
+    reclaims.finish().await;
     env.cleanup().await;
 }
 
@@ -340,7 +346,7 @@ async fn a_pv_changed_after_the_decision_is_not_reverted() {
         return;
     };
     let (live, volume) = drifted_volume(&env).await;
-    let (sim, linstor) = simulator(&volume).await;
+    let (sim, linstor, reclaims) = simulator(&env, &volume).await;
     let name = live.metadata.name.clone().unwrap();
     let replacement = decide(&snapshot(&volume, None), &live);
     let pvs = env.pvs();
@@ -371,6 +377,7 @@ async fn a_pv_changed_after_the_decision_is_not_reverted() {
     assert_eq!(labels.get("example.com/tier").map(String::as_str), Some("gold"));
     let message = decided_again(&env, &sim, &volume, &name).await;
     assert!(message.contains("labels differs"), "{message}");
+    reclaims.finish().await;
     env.cleanup().await;
 }
 
@@ -380,7 +387,7 @@ async fn a_pv_re_created_by_hand_during_a_replace_is_left_alone() {
         return;
     };
     let (live, volume) = drifted_volume(&env).await;
-    let (sim, linstor) = simulator(&volume).await;
+    let (sim, linstor, reclaims) = simulator(&env, &volume).await;
     let name = live.metadata.name.clone().unwrap();
     let replacement = decide(&snapshot(&volume, None), &live);
     let pvs = env.pvs();
@@ -418,6 +425,7 @@ async fn a_pv_re_created_by_hand_during_a_replace_is_left_alone() {
     let message = decided_again(&env, &sim, &volume, &name).await;
     assert!(message.contains("not the UID"), "{message}");
     assert!(saved_property(&sim, &volume).is_some(), "intent kept");
+    reclaims.finish().await;
     env.cleanup().await;
 }
 
@@ -427,7 +435,7 @@ async fn a_claim_deleted_between_delete_and_create_keeps_the_new_pv_at_retain() 
         return;
     };
     let (live, volume) = drifted_volume(&env).await;
-    let (_sim, linstor) = simulator(&volume).await;
+    let (_sim, linstor, reclaims) = simulator(&env, &volume).await;
     let name = live.metadata.name.clone().unwrap();
     let claim = live
         .spec
@@ -460,5 +468,6 @@ async fn a_claim_deleted_between_delete_and_create_keeps_the_new_pv_at_retain() 
     assert_ne!(released.metadata.uid, live.metadata.uid, "the PV was re-created");
     assert_eq!(reclaim_policy(&released), Some("Retain"));
     assert_eq!(restore_policy_of(&released), Some("Delete"));
+    reclaims.finish().await;
     env.cleanup().await;
 }

@@ -112,7 +112,11 @@ async fn create_bound_pair(env: &TestEnv, name: &str, claim: String, options: Vo
     pvc.metadata.finalizers = Some(vec!["kubernetes.io/pvc-protection".to_owned()]);
     let pvc = env.pvcs().create(&PostParams::default(), &pvc).await.unwrap();
     let mut pv = persistent_volume(name, &env.labels(), &options, Some(TestEnv::claim_ref(&pvc)));
-    pv.metadata.finalizers = Some(vec!["kubernetes.io/pv-protection".to_owned()]);
+    // Beside the provisioner's finalizer the builder sets.
+    pv.metadata
+        .finalizers
+        .get_or_insert_with(Vec::new)
+        .push("kubernetes.io/pv-protection".to_owned());
     env.pvs().create(&PostParams::default(), &pv).await.unwrap();
     let bound = |extra: serde_json::Value| {
         let mut status = serde_json::json!({ "phase": "Bound" });

@@ -155,7 +155,7 @@ async fn an_invalid_override_annotation_is_reported_once() {
     run.controller.wait_for_full_passes(2, TIMEOUT).await;
     assert_reported_once_and_unchanged(&scenario, &run, &before, value).await;
     assert!(scenario.saved_pv(&name(&bad)).is_none());
-    scenario.env.cleanup().await;
+    scenario.finish().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -176,7 +176,7 @@ async fn an_invalid_storage_class_value_is_reported_once() {
     run.controller.wait_for_full_passes(2, TIMEOUT).await;
     assert_reported_once_and_unchanged(&scenario, &run, &bad.pv, value).await;
     assert!(scenario.saved_pv(&name(&bad)).is_none());
-    scenario.env.cleanup().await;
+    scenario.finish().await;
 }
 
 /// Sets the saved-PV property of volume 0 of `resource_definition`.
@@ -234,7 +234,7 @@ async fn an_unparseable_saved_pv_is_reported_once() {
     }
     let nameless = warnings_about(&scenario, &run, "").await;
     assert!(nameless.is_empty(), "{nameless:#?}");
-    scenario.env.cleanup().await;
+    scenario.finish().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -266,5 +266,5 @@ async fn an_unparseable_volume_handle_is_reported_once() {
     for (bound, handle) in &bad {
         assert_reported_once_and_unchanged(&scenario, &run, &bound.pv, handle).await;
     }
-    scenario.env.cleanup().await;
+    scenario.finish().await;
 }

@@ -172,8 +172,13 @@ fn fail(scenario: &Scenario, controllers: &[String], message: &str) -> ! {
         .iter()
         .enumerate()
         .map(|(index, log)| {
-            let tail: Vec<&str> = log.lines().rev().take(150).collect();
-            let tail: Vec<&str> = tail.into_iter().rev().collect();
+            // Other tests' PVs share the cluster: keep the lines that are
+            // not about one PV, and those about this test's.
+            let ours: Vec<&str> = log
+                .lines()
+                .filter(|line| !line.contains(" pv=") || line.contains(scenario.env.prefix()))
+                .collect();
+            let tail = &ours[ours.len().saturating_sub(150)..];
             format!("--- controller {index} (last lines) ---\n{}", tail.join("\n"))
         })
         .collect();
@@ -334,7 +339,7 @@ async fn crash_after(step: ReplaceStep) {
     assert!(scenario.saved_pv(&pv_name).is_none());
     assert_no_linstor_deletion(&scenario, std::slice::from_ref(&pv_name), scenario.node(1));
     drop(second);
-    scenario.env.cleanup().await;
+    scenario.finish().await;
 }
 
 /// The steps the tests below cover, in protocol order.
@@ -605,5 +610,5 @@ async fn many_replaces_survive_repeated_kills() {
         + finished;
     eprintln!("mass run: {total} \"PV replaced\" lines over all controllers");
     drop(controller);
-    scenario.env.cleanup().await;
+    scenario.finish().await;
 }

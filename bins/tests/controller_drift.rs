@@ -91,5 +91,5 @@ async fn a_moved_replica_moves_the_pv_and_its_pod() {
     assert!(scenario.has_resource_definition(&pv_name), "LINSTOR volume kept");
     let replaced_logs = controller.count("PV replaced");
     assert_eq!(replaced_logs, 1, "{}", controller.log());
-    scenario.env.cleanup().await;
+    scenario.finish().await;
 }

@@ -192,7 +192,7 @@ async fn only_the_leader_writes() {
     assert_eq!(holder, leader_id, "leadership changed hands");
     drop(a);
     drop(b);
-    scenario.env.cleanup().await;
+    scenario.finish().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -297,7 +297,7 @@ async fn a_killed_leader_is_replaced_after_its_lease_expired_and_its_work_finish
         b.log()
     );
     drop(b);
-    scenario.env.cleanup().await;
+    scenario.finish().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -343,5 +343,5 @@ async fn a_terminated_leader_releases_the_lease_and_the_other_takes_over_at_once
     wait_for_count(&b, "PV replaced", 1, Duration::from_secs(30)).await;
     assert_eq!(a.count("PV replaced"), 0);
     drop(b);
-    scenario.env.cleanup().await;
+    scenario.finish().await;
 }

@@ -225,7 +225,7 @@ async fn fault_then_recovery(test: &str, faults: Vec<Fault>, endpoints: &[&str],
     assert_left_alone(&scenario, &bound, &controller, &metrics, endpoints, words).await;
     scenario.sim.clear_faults();
     assert_recovers(&scenario, &bound, &controller, &metrics).await;
-    scenario.env.cleanup().await;
+    scenario.finish().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -315,7 +315,7 @@ async fn linstor_down_touches_nothing_and_the_controller_reconnects_by_itself() 
         .await
         .unwrap();
     assert_recovers(&scenario, &bound, &controller, &metrics).await;
-    scenario.env.cleanup().await;
+    scenario.finish().await;
 }
 
 /// A slow LINSTOR (3 s per read, well below the LINSTOR client's 60 s
@@ -385,5 +385,5 @@ async fn slow_linstor_slows_passes_down_without_failures() {
     );
     assert!(scenario.saved_pv(&name).is_none(), "intent cleared");
     assert_eq!(controller.count("PV replaced"), 1, "{}", controller.log());
-    scenario.env.cleanup().await;
+    scenario.finish().await;
 }

@@ -93,7 +93,7 @@ async fn a_claim_deleted_during_a_replace_gets_no_pv_from_the_saved_state() {
     assert!(scenario.saved_pv(&pv).is_some(), "intent kept");
     assert!(scenario.has_resource_definition(&pv), "volume kept");
     drop(second);
-    scenario.env.cleanup().await;
+    scenario.finish().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -140,7 +140,7 @@ async fn a_user_who_keeps_the_data_during_a_replace_wins() {
     assert!(scenario.saved_pv(&pv).is_some(), "intent kept");
     assert!(scenario.has_resource_definition(&pv), "volume kept");
     drop(second);
-    scenario.env.cleanup().await;
+    scenario.finish().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -151,7 +151,15 @@ async fn a_drifted_pv_the_user_deletes_is_not_replaced() {
     let class = scenario.local_only_class().await;
     let bound = scenario.volume("vol", &class, 0, 1).await;
     let pv = bound.pv.metadata.name.clone().unwrap();
-    // Bound, so the pv-protection finalizer keeps it while it is deleted.
+    // The user keeps the volume and deletes the PV object; bound, it is
+    // kept by the pv-protection finalizer while it is being deleted.
+    let retain = json!({ "spec": { "persistentVolumeReclaimPolicy": "Retain" } });
+    scenario
+        .env
+        .pvs()
+        .patch(&pv, &PatchParams::default(), &Patch::Merge(&retain))
+        .await
+        .unwrap();
     scenario
         .env
         .pvs()
@@ -174,7 +182,7 @@ async fn a_drifted_pv_the_user_deletes_is_not_replaced() {
     assert!(now.metadata.deletion_timestamp.is_some());
     assert!(scenario.saved_pv(&pv).is_none(), "no replace started");
     drop(controller);
-    scenario.env.cleanup().await;
+    scenario.finish().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -249,5 +257,5 @@ async fn a_crafted_saved_pv_in_linstor_is_not_written() {
     let csi = now.spec.and_then(|spec| spec.csi).unwrap();
     assert_eq!(csi.node_publish_secret_ref, None);
     drop(controller);
-    scenario.env.cleanup().await;
+    scenario.finish().await;
 }

@@ -6,12 +6,13 @@
 
 mod support;
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use affinity_core::k8s_openapi::api::core::v1::PersistentVolume;
 use affinity_core::names::{SAVED_PV_PROPERTY, SKIP_ANNOTATION, SKIP_PROPERTY};
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
-use kube_harness::{BoundVolume, VolumeOptions, persistent_volume};
+use kube_harness::{BoundVolume, PROVISIONED_BY_ANNOTATION, VolumeOptions, persistent_volume};
 use linstor_api::sim::{SimResource, SimResourceDefinition, SimVolumeDefinition};
 use serde_json::json;
 use support::{ControllerProcess, Scenario, affinity_nodes, linstor_affinity};
@@ -126,7 +127,7 @@ async fn every_volume_of_a_moved_resource_definition_is_replaced() {
     });
     assert_eq!(saved, [None, None]);
     assert_eq!(controller.count("PV replaced"), 2, "{}", controller.log());
-    scenario.env.cleanup().await;
+    scenario.finish().await;
 }
 
 /// Starts the controller, waits until the drifted volume `control` is
@@ -203,7 +204,7 @@ async fn the_skip_annotation_keeps_a_drifted_pv() {
     let controller = run_until_control_replaced(&scenario, &control).await;
     assert_left_alone(&scenario, &controller, &before, &skipped_name).await;
     assert_skipped_for(&controller, &skipped_name, "skip annotation");
-    scenario.env.cleanup().await;
+    scenario.finish().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -229,7 +230,7 @@ async fn the_skip_property_keeps_a_drifted_pv() {
     let controller = run_until_control_replaced(&scenario, &control).await;
     assert_left_alone(&scenario, &controller, &skipped.pv, &skipped_name).await;
     assert_skipped_for(&controller, &skipped_name, "skip property");
-    scenario.env.cleanup().await;
+    scenario.finish().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -266,7 +267,7 @@ async fn a_released_pv_is_kept() {
     let controller = run_until_control_replaced(&scenario, &control).await;
     assert_left_alone(&scenario, &controller, &before, &released_name).await;
     assert_skipped_for(&controller, &released_name, "Released");
-    scenario.env.cleanup().await;
+    scenario.finish().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -290,7 +291,7 @@ async fn a_pv_in_its_grace_period_is_kept() {
     // The same PV, without a grace period: replaced.
     let eager = scenario.controller(&[]);
     wait_until_replaced(&scenario, &eager, &young).await;
-    scenario.env.cleanup().await;
+    scenario.finish().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -309,6 +310,10 @@ async fn pvs_of_other_csi_drivers_are_untouched() {
     };
     let mut pv = persistent_volume(&other_name, &scenario.env.labels(), &options, None);
     pv.spec.as_mut().unwrap().csi.as_mut().unwrap().driver = OTHER_DRIVER.to_owned();
+    pv.metadata
+        .annotations
+        .get_or_insert_with(BTreeMap::new)
+        .insert(PROVISIONED_BY_ANNOTATION.to_owned(), OTHER_DRIVER.to_owned());
     scenario
         .env
         .pvs()
@@ -331,5 +336,5 @@ async fn pvs_of_other_csi_drivers_are_untouched() {
         now.metadata.resource_version, before.metadata.resource_version,
         "PV written"
     );
-    scenario.env.cleanup().await;
+    scenario.finish().await;
 }

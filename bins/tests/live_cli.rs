@@ -18,7 +18,9 @@ use affinity_core::k8s_openapi::jiff::{SignedDuration, Timestamp};
 use affinity_core::names::{SAVED_PV_PROPERTY, SKIP_RECLAIM_ANNOTATION};
 use assert_cmd::Command;
 use kube::api::{Api, Patch, PatchParams, PostParams};
-use kube_harness::{CSI_DRIVER, TestEnv, VolumeOptions, hostname_affinity};
+use kube_harness::{
+    CSI_DRIVER, ReclaimEmulator, TestEnv, VolumeOptions, hostname_affinity, linstor_volume_deleter,
+};
 use linstor_api::sim::{Fault, FaultKind, SimNode, SimResource, SimResourceDefinition, SimState, Simulator};
 use serde_json::{Value, json};
 
@@ -126,6 +128,7 @@ async fn plan_reports_and_replace_fixes_a_drifted_pv() {
     .await
     .unwrap();
     let linstor = sim.http_url().unwrap();
+    let reclaims = ReclaimEmulator::start(&env, linstor_volume_deleter(&linstor)).await;
 
     // The PV was just created: no grace period, or it would be skipped.
     let plan = ["plan", "-o", "json", "--grace-period", "0"];
@@ -211,6 +214,7 @@ async fn plan_reports_and_replace_fixes_a_drifted_pv() {
         "{stderr}"
     );
     assert!(env.pvs().get(&name).await.unwrap().metadata.uid == now.metadata.uid);
+    reclaims.finish().await;
     env.cleanup().await;
 }
 
@@ -320,6 +324,7 @@ async fn replace_is_refused_while_another_holder_has_the_lease() {
     .await
     .unwrap();
     let linstor = sim.http_url().unwrap();
+    let reclaims = ReclaimEmulator::start(&env, linstor_volume_deleter(&linstor)).await;
     let first = drifted_volume(&env, &sim, &storage_class, "first").await;
     let second = drifted_volume(&env, &sim, &storage_class, "second").await;
     let lease = env.name("lease");
@@ -397,6 +402,7 @@ async fn replace_is_refused_while_another_holder_has_the_lease() {
     let now = env.pvs().get(&name).await.unwrap();
     assert_ne!(now.metadata.uid, second.metadata.uid, "the PV was re-created");
     assert_eq!(saved_property(&sim, &name), None, "intent cleared");
+    reclaims.finish().await;
     env.cleanup().await;
 }
 

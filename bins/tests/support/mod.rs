@@ -1,6 +1,8 @@
 //! Support of the controller tests: a LINSTOR simulator beside the test
-//! cluster, nodes and StorageClasses known to both, drifted volumes, and the
-//! controller binary run as a real process (so it can be SIGKILLed).
+//! cluster, nodes and StorageClasses known to both, drifted volumes, the
+//! controller binary run as a real process (so it can be SIGKILLed), and a
+//! reclaim emulator standing in for the CSI external-provisioner, so that
+//! every test proves no LINSTOR volume would have been deleted.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::collections::BTreeMap;
@@ -15,7 +17,9 @@ use affinity_core::k8s_openapi::api::storage::v1::StorageClass;
 use affinity_core::k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use affinity_core::names::SAVED_PV_PROPERTY;
 use kube::api::{Api, PostParams};
-use kube_harness::{BoundVolume, LoggedProcess, TestEnv, VolumeOptions};
+use kube_harness::{
+    BoundVolume, LoggedProcess, ReclaimEmulator, TestEnv, VolumeOptions, linstor_volume_deleter,
+};
 use linstor_api::sim::{SimNode, SimResource, SimResourceDefinition, SimState, Simulator};
 
 /// Whether the controller binary has its test hooks (`--debug-halt-after`), which only builds with
@@ -74,7 +78,10 @@ pub fn affinity_nodes(pv: &PersistentVolume) -> Vec<String> {
         .unwrap_or_default()
 }
 
-/// A test cluster with a LINSTOR simulator whose nodes are the cluster's nodes.
+/// A test cluster with a LINSTOR simulator whose nodes are the cluster's
+/// nodes, and a reclaim emulator deleting the simulator's resource
+/// definitions as the CSI external-provisioner would. A test ends with
+/// [`Scenario::finish`].
 pub struct Scenario {
     /// The test's view of the cluster.
     pub env: TestEnv,
@@ -82,6 +89,9 @@ pub struct Scenario {
     pub sim: Simulator,
     /// Node names, in both Kubernetes and LINSTOR.
     pub nodes: Vec<String>,
+    /// The reclaim emulator of the test's PVs; it reaches LINSTOR at the
+    /// simulator's first address, which a restarted simulator takes again.
+    pub reclaims: ReclaimEmulator,
 }
 
 impl Scenario {
@@ -105,11 +115,21 @@ impl Scenario {
             ..SimState::default()
         };
         let sim = Simulator::start(state).await.unwrap();
+        let reclaims = ReclaimEmulator::start(&env, linstor_volume_deleter(&sim.http_url().unwrap())).await;
         Some(Scenario {
             env,
             sim,
             nodes: names,
+            reclaims,
         })
+    }
+
+    /// Ends the test: asserts that no volume was reclaimed (no resource
+    /// definition deleted), stops the emulator and deletes the test's
+    /// objects.
+    pub async fn finish(self) {
+        self.reclaims.finish().await;
+        self.env.cleanup().await;
     }
 
     /// Node `index`'s name.

@@ -552,8 +552,11 @@ impl TestEnv {
     }
 
     /// Deletes what this test created (best effort, without waiting): pods (grace period 0), PVCs,
-    /// PVs, nodes and storage classes carrying this test's label. The namespace itself stays (no
+    /// PVs, nodes and storage classes carrying this test's label. The PVs also lose their
+    /// finalizers, so none is left waiting for a provisioner. The namespace itself stays (no
     /// namespace controller runs); it is empty and harmless.
+    ///
+    /// Deleting the claims releases their PVs: stop a [`crate::ReclaimEmulator`] before.
     pub async fn cleanup(self) {
         let lp = ListParams::default().labels(&format!("{TEST_LABEL}={}", self.prefix));
         let now = DeleteParams {
@@ -563,6 +566,25 @@ impl TestEnv {
         let _ = self.pods().delete_collection(&now, &lp).await;
         let _ = self.pvcs().delete_collection(&DeleteParams::default(), &lp).await;
         let _ = self.pvs().delete_collection(&DeleteParams::default(), &lp).await;
+        let no_finalizers = json!({"metadata": {"finalizers": null}});
+        for pv in self
+            .pvs()
+            .list(&lp)
+            .await
+            .map(|list| list.items)
+            .unwrap_or_default()
+        {
+            if pv.metadata.finalizers.as_ref().is_some_and(|f| !f.is_empty()) {
+                let _ = self
+                    .pvs()
+                    .patch(
+                        &pv.name_any(),
+                        &PatchParams::default(),
+                        &Patch::Merge(&no_finalizers),
+                    )
+                    .await;
+            }
+        }
         let _ = self
             .nodes()
             .delete_collection(&DeleteParams::default(), &lp)

@@ -8,6 +8,10 @@
 //! Each test obtains a [`TestEnv`] with [`TestEnv::setup`]: its own name prefix, its own namespace and
 //! a fresh [`kube::Client`] bound to the test's runtime, so tests run in parallel within one binary.
 //!
+//! The test PVs look provisioned by LINSTOR CSI, and a [`ReclaimEmulator`] does what the CSI
+//! external-provisioner would do with them when they are released or deleted, recording every
+//! volume it deletes.
+//!
 //! When no cluster can be provided (the binaries were never built), [`TestEnv::setup`] returns `None`
 //! after printing `SKIPPED: <reason>` to stderr, except with `CI=true`, where it fails the test.
 //!
@@ -24,6 +28,7 @@ mod cluster;
 mod env;
 mod objects;
 mod process;
+mod reclaim;
 
 pub use cluster::{BIN_DIR_ENV, Cluster, ClusterError, KEEP_LOGS_ENV, KUBECONFIG_ENV, scripts_dir};
 pub use env::{BoundVolume, RESYNC_ANNOTATION, TestEnv};
@@ -31,3 +36,7 @@ pub use objects::{
     CSI_DRIVER, TEST_LABEL, VolumeOptions, hostname_affinity, micro_time_now, persistent_volume, time_now,
 };
 pub use process::LoggedProcess;
+pub use reclaim::{
+    DeleteVolume, PROVISIONED_BY_ANNOTATION, PROVISIONER_FINALIZER, Reclaim, ReclaimEmulator, ReclaimReason,
+    SKIP_RECLAIM_ANNOTATION, linstor_volume_deleter,
+};

@@ -10,6 +10,8 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta, Time};
 
+use crate::reclaim::{PROVISIONED_BY_ANNOTATION, PROVISIONER_FINALIZER};
+
 /// CSI driver name of LINSTOR volumes.
 pub const CSI_DRIVER: &str = "linstor.csi.linbit.com";
 
@@ -63,6 +65,10 @@ pub fn hostname_affinity<S: AsRef<str>>(nodes: &[S]) -> VolumeNodeAffinity {
 }
 
 /// A CSI PV of [`CSI_DRIVER`], optionally pre-bound to a claim, labelled with `labels`.
+///
+/// It looks provisioned by LINSTOR CSI: annotation [`PROVISIONED_BY_ANNOTATION`] names the driver
+/// and it carries [`PROVISIONER_FINALIZER`]. Deleting it therefore waits until that finalizer is
+/// removed, by a [`crate::ReclaimEmulator`] or by [`crate::TestEnv::cleanup`].
 pub fn persistent_volume(
     name: &str,
     labels: &BTreeMap<String, String>,
@@ -73,6 +79,11 @@ pub fn persistent_volume(
         metadata: ObjectMeta {
             name: Some(name.to_owned()),
             labels: Some(labels.clone()),
+            annotations: Some(BTreeMap::from([(
+                PROVISIONED_BY_ANNOTATION.to_owned(),
+                CSI_DRIVER.to_owned(),
+            )])),
+            finalizers: Some(vec![PROVISIONER_FINALIZER.to_owned()]),
             ..ObjectMeta::default()
         },
         spec: Some(PersistentVolumeSpec {
