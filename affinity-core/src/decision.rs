@@ -237,8 +237,8 @@ pub enum DecisionError {
     Unowned {
         /// The volume.
         volume: VolumeId,
-        /// Why no claim owns it.
-        source: ClaimProblem,
+        /// Why no claim owns it (boxed: it is large).
+        source: Box<ClaimProblem>,
     },
     /// Saved replace state names another PV than the live one.
     #[error("volume {volume}: saved state is for PV {saved_pv}, but PV {live_pv} stands for the volume")]

@@ -209,7 +209,7 @@ pub fn may_recreate(
 ) -> Result<(), DecisionError> {
     claim_owns(saved, claim).map_err(|source| DecisionError::Unowned {
         volume: volume.clone(),
-        source,
+        source: Box::new(source),
     })
 }
 

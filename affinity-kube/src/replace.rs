@@ -637,7 +637,7 @@ impl<L: IntentLog> ReplaceProtocol<L> {
     async fn settle(&self, pv: &PersistentVolume) -> Result<Option<ClaimProblem>, ReplaceError> {
         let name = pv.metadata.name.clone().unwrap_or_default();
         let claim = match self.nudge_claim(pv).await {
-            ClaimRead::Found(claim) => Some(claim),
+            ClaimRead::Found(claim) => Some(*claim),
             ClaimRead::Gone => None,
             ClaimRead::Unknown => return Ok(None),
         };
@@ -802,7 +802,7 @@ impl<L: IntentLog> ReplaceProtocol<L> {
             })
             .await
         {
-            Ok(claim) => ClaimRead::Found(claim),
+            Ok(claim) => ClaimRead::Found(Box::new(claim)),
             Err(FencedError::Kube(kube::Error::Api(status))) if status.code == 404 => ClaimRead::Gone,
             Err(error) => {
                 warn!(claim = %claim_name, error = %error.into_replace_error(pv, "nudging the claim"), "could not nudge the claim");
@@ -815,7 +815,7 @@ impl<L: IntentLog> ReplaceProtocol<L> {
 /// The claim of a re-created PV, as the nudge found it.
 enum ClaimRead {
     /// The claim, as updated by the nudge.
-    Found(PersistentVolumeClaim),
+    Found(Box<PersistentVolumeClaim>),
     /// The PV names no claim, or it does not exist.
     Gone,
     /// It could not be read.
