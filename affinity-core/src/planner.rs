@@ -240,6 +240,11 @@ where
         if let Some(reason) = deliberate_skip(definition, pv) {
             return Ok(Action::Skip(reason));
         }
+        // Only volumes this LINSTOR keeps: another controller's PVs may
+        // share the cluster.
+        if self.linstor.resources(&volume.resource_definition).is_empty() {
+            return Ok(Action::Skip(SkipReason::NoResources));
+        }
         if let Some(policy) = restore_policy_of(pv) {
             let policy = policy.to_owned();
             return Ok(match phase(pv) {

@@ -46,8 +46,11 @@ pub fn intent_verdict(intent: &SavedIntent, live: &PersistentVolume) -> IntentVe
                     shown(&live.metadata.uid)
                 ));
             }
-            let created_by_us =
-                restore_policy_of(live).is_some() || reclaim_policy(saved) == Some(RECLAIM_RETAIN);
+            // Created at Retain and still held, or its policy already back
+            // (another writer may have restored it before the intent went).
+            let created_by_us = restore_policy_of(live).is_some()
+                || reclaim_policy(live) == reclaim_policy(saved)
+                || reclaim_policy(saved) == Some(RECLAIM_RETAIN);
             match difference_outside_protocol(live, saved) {
                 None if created_by_us => IntentVerdict::Finished,
                 None => contradicted(format!(
@@ -535,6 +538,10 @@ mod tests {
         let intent = intent_for(&pv);
         let mut by_hand = replacement_pv(&pv, None);
         by_hand.metadata.uid = Some("uid-admin".to_owned());
+        spec(&mut by_hand).persistent_volume_reclaim_policy = Some("Retain".to_owned());
+        let message = contradiction(intent_verdict(&intent, &by_hand));
+        assert!(message.contains("not created by this controller"), "{message}");
+        by_hand.metadata.labels = Some(BTreeMap::from([("by".to_owned(), "admin".to_owned())]));
         let message = contradiction(intent_verdict(&intent, &by_hand));
         assert!(
             message.contains("uid-admin") && message.contains("uid-old"),
@@ -543,6 +550,9 @@ mod tests {
         let mut ours = held_at_retain(&intent.pv);
         ours.metadata.uid = Some("uid-new".to_owned());
         assert_eq!(intent_verdict(&intent, &ours), IntentVerdict::Finished);
+        let mut restored = intent.pv.clone();
+        restored.metadata.uid = Some("uid-new".to_owned());
+        assert_eq!(intent_verdict(&intent, &restored), IntentVerdict::Finished);
         ours.metadata.deletion_timestamp = Some(Time(Timestamp::UNIX_EPOCH));
         assert!(contradiction(intent_verdict(&intent, &ours)).contains("being deleted"));
     }

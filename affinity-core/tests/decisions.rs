@@ -469,6 +469,35 @@ fn skips_and_their_reasons() {
     let mut released = drifted("pv", "pvc-1");
     released.status.as_mut().unwrap().phase = Some("Released".to_owned());
     assert_eq!(skip(c.only(released)), SkipReason::Released);
+    let mut failed = drifted("pv", "pvc-1");
+    failed.status.as_mut().unwrap().phase = Some("Failed".to_owned());
+    assert_eq!(skip(c.only(failed)), SkipReason::Failed);
+    let mut deleting = drifted("pv", "pvc-1");
+    deleting.metadata.deletion_timestamp = Some(Time(now()));
+    assert_eq!(skip(c.only(deleting)), SkipReason::BeingDeleted);
+    // Created at Retain in place of another PV whose claim then let go.
+    let mut held = drifted("pv", "pvc-1");
+    held.metadata
+        .annotations
+        .get_or_insert_with(BTreeMap::new)
+        .insert(
+            "linstor.csi.linbit.com/affinity-restore-reclaim-policy".to_owned(),
+            "Delete".to_owned(),
+        );
+    let mut held_released = held.clone();
+    held_released.status.as_mut().unwrap().phase = Some("Released".to_owned());
+    let reason = skip(c.only(held_released));
+    assert_eq!(
+        reason,
+        SkipReason::ClaimGone {
+            policy: "Delete".to_owned()
+        }
+    );
+    assert!(reason.is_warning());
+    assert!(matches!(
+        c.only(held),
+        Ok(Action::RestoreReclaimPolicy { policy }) if policy == "Delete"
+    ));
     let mut young = drifted("pv", "pvc-1");
     young.metadata.creation_timestamp = Some(Time(now() - SignedDuration::from_secs(10)));
     assert_eq!(

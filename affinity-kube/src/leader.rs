@@ -737,6 +737,36 @@ mod tests {
         (sender, leadership)
     }
 
+    #[test]
+    fn a_write_needs_the_lease_for_its_whole_budget() {
+        let (sender, leadership) = elected(Duration::from_secs(25));
+        let budget = leadership.write_budget(Duration::from_secs(10));
+        assert_eq!(budget, Duration::from_secs(10));
+        assert_eq!(
+            elected(Duration::from_secs(2))
+                .1
+                .write_budget(Duration::from_secs(10)),
+            Duration::from_secs(1)
+        );
+        assert_eq!(
+            Leadership::always().write_budget(Duration::from_secs(10)),
+            Duration::from_secs(10)
+        );
+        assert!(!leadership.is_leading_for(budget), "not leading at all");
+        let now = Instant::now();
+        sender.send_replace(Some(now));
+        assert!(leadership.is_leading_for(budget));
+        // Renewed 20 s ago: 5 s of the renew deadline left, less than a
+        // 10 s write could take, though the lease itself is still ours.
+        let Some(long_ago) = now.checked_sub(Duration::from_secs(20)) else {
+            return;
+        };
+        sender.send_replace(Some(long_ago));
+        assert!(leadership.is_leading());
+        assert!(!leadership.is_leading_for(budget));
+        assert!(Leadership::always().is_leading_for(Duration::MAX));
+    }
+
     #[tokio::test]
     async fn leadership_follows_renewals_and_the_deadline() {
         let deadline = Duration::from_millis(300);

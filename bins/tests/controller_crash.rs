@@ -176,10 +176,15 @@ fn fail(scenario: &Scenario, controllers: &[String], message: &str) -> ! {
             // not about one PV, and those about this test's.
             let ours: Vec<&str> = log
                 .lines()
-                .filter(|line| !line.contains(" pv=") || line.contains(scenario.env.prefix()))
+                .filter(|line| line.contains(scenario.env.prefix()))
                 .collect();
-            let tail = &ours[ours.len().saturating_sub(150)..];
-            format!("--- controller {index} (last lines) ---\n{}", tail.join("\n"))
+            let lines: Vec<&str> = log.lines().collect();
+            let tail = &lines[lines.len().saturating_sub(20)..];
+            format!(
+                "--- controller {index}: lines about this test ---\n{}\n--- last lines ---\n{}",
+                ours[ours.len().saturating_sub(150)..].join("\n"),
+                tail.join("\n")
+            )
         })
         .collect();
     panic!(

@@ -268,7 +268,10 @@ fuzz_target!(|input: Input| {
         for decision in &decided.decisions {
             if let Ok(action) = &decision.outcome {
                 assert!(
-                    matches!(action, Action::InSync { .. } | Action::Skip(_)),
+                    matches!(
+                        action,
+                        Action::InSync | Action::Skip(_) | Action::RestoreReclaimPolicy { .. }
+                    ),
                     "replacement not in sync: {action:?}"
                 );
             }
