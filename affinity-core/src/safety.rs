@@ -144,6 +144,14 @@ pub enum ClaimProblem {
         /// The UID of the claim found.
         found: String,
     },
+    /// The claim is being deleted: its owner lets go of the volume.
+    #[error("claim {claim} of PV {pv} is being deleted")]
+    BeingDeleted {
+        /// The PV's name.
+        pv: String,
+        /// The claim, as `namespace/name`.
+        claim: String,
+    },
     /// The claim exists but names another volume (or none).
     #[error("claim {claim} of PV {pv} names volume {volume:?}, not the PV")]
     NamesOther {
@@ -187,6 +195,12 @@ pub fn claim_owns(pv: &PersistentVolume, claim: Option<&PersistentVolumeClaim>) 
             claim: shown_claim,
             expected: expected.to_owned(),
             found: claim.metadata.uid.clone().unwrap_or_default(),
+        });
+    }
+    if claim.metadata.deletion_timestamp.is_some() {
+        return Err(ClaimProblem::BeingDeleted {
+            pv: name,
+            claim: shown_claim,
         });
     }
     let volume = claim.spec.as_ref().and_then(|spec| spec.volume_name.clone());
@@ -588,6 +602,12 @@ mod tests {
         assert!(matches!(
             claim_owns(&pv, Some(&claim("uid-claim", Some("pv-2")))),
             Err(ClaimProblem::NamesOther { .. })
+        ));
+        let mut deleting = claim("uid-claim", Some("pv-1"));
+        deleting.metadata.deletion_timestamp = Some(Time(Timestamp::UNIX_EPOCH));
+        assert!(matches!(
+            claim_owns(&pv, Some(&deleting)),
+            Err(ClaimProblem::BeingDeleted { .. })
         ));
         let mut unclaimed = pv;
         spec(&mut unclaimed).claim_ref = None;

@@ -209,6 +209,20 @@ async fn chaos_never_reclaims_a_volume_the_test_did_not_let_go_of() {
                     let_go.insert(name.clone());
                 }
                 let _ = pvcs.delete(&claims[&name], &DeleteParams::default()).await;
+                // A policy restored before the claim was deleted is the
+                // user's PV at Delete again: letting go of it is theirs.
+                let deadline = Instant::now() + Duration::from_secs(5);
+                while pvcs.get_opt(&claims[&name]).await.ok().flatten().is_some() && Instant::now() < deadline
+                {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                if let Ok(Some(pv)) = pvs.get_opt(&name).await
+                    && reclaim_policy(&pv) == Some("Delete")
+                    && !carries_ours(&pv)
+                {
+                    released_by_test.insert(pv.metadata.uid.clone().unwrap_or_default());
+                    let_go.insert(name.clone());
+                }
                 "claim-deleted"
             }
             7 => {
