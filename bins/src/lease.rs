@@ -53,7 +53,7 @@ impl FenceArgs {
 
 /// The controller's namespace default: `$NAMESPACE`, else the service account's namespace, else
 /// `default`.
-fn own_namespace() -> String {
+pub fn own_namespace() -> String {
     std::env::var("NAMESPACE")
         .ok()
         .filter(|namespace| !namespace.is_empty())

@@ -259,7 +259,8 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         .unwrap_or_else(host_name);
     let leadership = if cli.leader_election {
         let settings = LeaseSettings {
-            namespace: non_empty(&cli.lease_lock_namespace).unwrap_or_else(own_namespace),
+            namespace: non_empty(&cli.lease_lock_namespace)
+                .unwrap_or_else(linstor_affinity_cli::lease::own_namespace),
             name: cli.lease_lock_name.clone(),
             identity: identity.clone(),
             lease_duration: cli.leader_election_lease_duration,
@@ -336,19 +337,6 @@ fn host_name() -> String {
         .and_then(|name| name.into_string().ok())
         .filter(|name| !name.is_empty())
         .unwrap_or_else(|| "linstor-affinity-controller".to_owned())
-}
-
-fn own_namespace() -> String {
-    std::env::var("NAMESPACE")
-        .ok()
-        .filter(|namespace| !namespace.is_empty())
-        .or_else(|| {
-            std::fs::read_to_string("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
-                .ok()
-                .map(|namespace| namespace.trim().to_owned())
-                .filter(|namespace| !namespace.is_empty())
-        })
-        .unwrap_or_else(|| "default".to_owned())
 }
 
 async fn cancel_on_signal(shutdown: CancellationToken) {
