@@ -66,7 +66,7 @@ fn example_dump_reports_the_hand_made_decisions_and_exits_2() {
     assert_eq!(report["propertyNamespace"], "Aux/topology");
     assert_eq!(
         report["summary"],
-        json!({"volumes": 20, "inSync": 8, "replace": 7, "skip": 3, "clearSavedState": 1, "errors": 1})
+        json!({"volumes": 20, "inSync": 8, "replace": 7, "skip": 3, "clearSavedState": 1, "restoreReclaimPolicy": 0, "errors": 1})
     );
     let decisions = decisions(&report);
     let expected = [
@@ -501,11 +501,16 @@ fn replace_without_a_terminal_needs_yes() {
     assert!(stderr.contains("standard input is not a terminal"), "{stderr}");
     assert!(stderr.contains("--yes"), "{stderr}");
     assert!(!stderr.contains("Kubernetes API server"), "{stderr}");
-    // With --yes it goes on, and names what cannot be reached.
-    let output = live(&["replace", "pvc-x", "--yes"], &kubeconfig, &linstor)
-        .code(1)
-        .get_output()
-        .clone();
+    // With --yes (and without the lease check) it goes on, and names what
+    // cannot be reached.
+    let output = live(
+        &["replace", "pvc-x", "--yes", "--ignore-lease"],
+        &kubeconfig,
+        &linstor,
+    )
+    .code(1)
+    .get_output()
+    .clone();
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
         stderr.contains("Kubernetes API server https://127.0.0.1:"),
