@@ -9,6 +9,7 @@ mod support;
 use std::time::{Duration, Instant};
 
 use affinity_core::k8s_openapi::jiff::Timestamp;
+use affinity_core::restore_policy_of;
 use support::{Scenario, affinity_nodes};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -34,11 +35,12 @@ async fn a_moved_replica_moves_the_pv_and_its_pod() {
     let replaced = scenario
         .wait_for_pv(
             &pv_name,
-            "replaced with affinity on node 1",
+            "replaced with affinity on node 1, its reclaim policy back",
             Duration::from_secs(30),
             |pv| {
                 pv.metadata.uid.as_deref() != Some(original_uid.as_str())
                     && affinity_nodes(pv) == [scenario.node(1)]
+                    && restore_policy_of(pv).is_none()
             },
         )
         .await;
