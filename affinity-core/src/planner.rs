@@ -19,7 +19,7 @@ use crate::names::{PHASE_FAILED, PHASE_RELEASED, SKIP_ANNOTATION, SKIP_PROPERTY}
 use crate::policy::{PolicyParseError, RemoteAccessPolicy};
 use crate::policy_source::{PolicyError, PolicyOrigin, policy_for_origin, pv_name};
 use crate::replacement::{SavedIntent, decode_intent, replacement_pv};
-use crate::safety::{IntentVerdict, intent_verdict, restore_policy_of};
+use crate::safety::{IntentVerdict, intent_verdict, phase, restore_policy_of};
 use crate::source::{NodeSource, ResourceDefinitionSource, ResourceSource, StorageClassSource};
 use crate::storage_class::{StorageClassError, policy_from_parameters};
 use crate::topology::{Accessibility, Segments, diskful_nodes, merge_topologies, node_segments};
@@ -240,12 +240,13 @@ where
         if let Some(reason) = deliberate_skip(definition, pv) {
             return Ok(Action::Skip(reason));
         }
-        // Only volumes this LINSTOR keeps: another controller's PVs may
-        // share the cluster.
-        if self.linstor.resources(&volume.resource_definition).is_empty() {
-            return Ok(Action::Skip(SkipReason::NoResources));
-        }
+        let replicas = self.linstor.resources(&volume.resource_definition);
         if let Some(policy) = restore_policy_of(pv) {
+            // Only for volumes this LINSTOR keeps: another controller's PVs
+            // may share the cluster.
+            if replicas.is_empty() {
+                return Ok(Action::Skip(SkipReason::NoResources));
+            }
             let policy = policy.to_owned();
             return Ok(match phase(pv) {
                 Some(PHASE_RELEASED | PHASE_FAILED) => Action::Skip(SkipReason::ClaimGone { policy }),
@@ -255,7 +256,6 @@ where
         if let Some(reason) = self.state_skip(pv) {
             return Ok(Action::Skip(reason));
         }
-        let replicas = self.linstor.resources(&volume.resource_definition);
         if replicas.is_empty() {
             return Ok(Action::Skip(SkipReason::NoResources));
         }
@@ -466,10 +466,6 @@ fn retired(pv: &PersistentVolume) -> RetiredPv {
         uid: pv.metadata.uid.clone(),
         resource_version: pv.metadata.resource_version.clone(),
     }
-}
-
-fn phase(pv: &PersistentVolume) -> Option<&str> {
-    pv.status.as_ref()?.phase.as_deref()
 }
 
 /// Skips its owner asked for (annotation on the PV, property on the

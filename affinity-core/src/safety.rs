@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim, PersistentVolumeSpec};
 
-use crate::decision::DecisionError;
+use crate::decision::{DecisionError, RetiredPv};
 use crate::handle::VolumeId;
 use crate::names::{
     DEFAULT_VOLUME_MODE, PHASE_BOUND, PHASE_FAILED, PHASE_RELEASED, RECLAIM_RETAIN,
@@ -49,8 +49,8 @@ pub fn intent_verdict(intent: &SavedIntent, live: &PersistentVolume) -> IntentVe
             // Created at Retain and still held, or its policy already back
             // (another writer may have restored it before the intent went).
             let created_by_us = restore_policy_of(live).is_some()
-                || reclaim_policy(live) == reclaim_policy(saved)
-                || reclaim_policy(saved) == Some(RECLAIM_RETAIN);
+                || reclaim_policy_of(live) == reclaim_policy_of(saved)
+                || reclaim_policy_of(saved) == Some(RECLAIM_RETAIN);
             match difference_outside_protocol(live, saved) {
                 None if created_by_us => IntentVerdict::Finished,
                 None => contradicted(format!(
@@ -85,17 +85,17 @@ pub fn intent_verdict(intent: &SavedIntent, live: &PersistentVolume) -> IntentVe
             if reverted {
                 return contradicted(format!(
                     "PV {name} has reclaim policy {}, set by someone else after this controller set Retain",
-                    shown_str(reclaim_policy(live))
+                    shown_str(reclaim_policy_of(live))
                 ));
             }
             if live.metadata.deletion_timestamp.is_some() {
                 return contradicted(format!("PV {name} is being deleted by someone else"));
             }
-            if reclaim_policy(live) != reclaim_policy(saved) {
+            if reclaim_policy_of(live) != reclaim_policy_of(saved) {
                 return contradicted(format!(
                     "PV {name} has reclaim policy {}, set by someone else (the intent saved {})",
-                    shown_str(reclaim_policy(live)),
-                    shown_str(reclaim_policy(saved))
+                    shown_str(reclaim_policy_of(live)),
+                    shown_str(reclaim_policy_of(saved))
                 ));
             }
             match (retires, phase(live)) {
@@ -113,6 +113,19 @@ pub fn intent_verdict(intent: &SavedIntent, live: &PersistentVolume) -> IntentVe
 
 fn contradicted(message: String) -> IntentVerdict {
     IntentVerdict::Contradicted(message)
+}
+
+/// Whether `existing`, found where `held` was to be created, is `held`
+/// created by an earlier attempt of the same replace: not the retired PV,
+/// not being deleted, and holding the same policy to restore.
+pub fn is_earlier_creation(
+    existing: &PersistentVolume,
+    held: &PersistentVolume,
+    retired: Option<&RetiredPv>,
+) -> bool {
+    retired.is_none_or(|retired| existing.metadata.uid != retired.uid)
+        && restore_policy_of(existing) == restore_policy_of(held)
+        && existing.metadata.deletion_timestamp.is_none()
 }
 
 /// Why a claim does not own a PV.
@@ -276,11 +289,13 @@ pub fn restore_step(pv: &PersistentVolume, claim: Option<&PersistentVolumeClaim>
     }
 }
 
-fn phase(pv: &PersistentVolume) -> Option<&str> {
+/// The PV's phase, such as `Bound`.
+pub(crate) fn phase(pv: &PersistentVolume) -> Option<&str> {
     pv.status.as_ref()?.phase.as_deref()
 }
 
-fn reclaim_policy(pv: &PersistentVolume) -> Option<&str> {
+/// The PV's reclaim policy, such as `Delete`.
+pub fn reclaim_policy_of(pv: &PersistentVolume) -> Option<&str> {
     pv.spec.as_ref()?.persistent_volume_reclaim_policy.as_deref()
 }
 
@@ -293,7 +308,7 @@ fn annotation<'a>(pv: &'a PersistentVolume, key: &str) -> Option<&'a str> {
 /// original does not: the protocol got past that step.
 fn carries_protocol_marks(live: &PersistentVolume, saved: &PersistentVolume) -> bool {
     let marked = |pv: &PersistentVolume| {
-        reclaim_policy(pv) == Some(RECLAIM_RETAIN) && annotation(pv, SKIP_RECLAIM_ANNOTATION).is_some()
+        reclaim_policy_of(pv) == Some(RECLAIM_RETAIN) && annotation(pv, SKIP_RECLAIM_ANNOTATION).is_some()
     };
     marked(live) && !marked(saved)
 }
@@ -386,7 +401,6 @@ mod tests {
     use k8s_openapi::jiff::Timestamp;
 
     use super::*;
-    use crate::decision::RetiredPv;
     use crate::replacement::{held_at_retain, replacement_pv};
 
     fn live() -> PersistentVolume {
@@ -653,6 +667,27 @@ mod tests {
             restore_step(&held, Some(&stranger)),
             RestoreStep::Hold(ClaimProblem::Recreated { .. })
         ));
+    }
+
+    #[test]
+    fn only_an_earlier_creation_of_the_same_replacement_is_taken_over() {
+        let pv = live();
+        let intent = intent_for(&pv);
+        let held = held_at_retain(&intent.pv);
+        let mut created = held.clone();
+        created.metadata.uid = Some("uid-new".to_owned());
+        assert!(is_earlier_creation(&created, &held, intent.retires.as_ref()));
+        assert!(
+            !is_earlier_creation(&pv, &held, intent.retires.as_ref()),
+            "the retired PV"
+        );
+        let by_hand = replacement_pv(&pv, None);
+        assert!(
+            !is_earlier_creation(&by_hand, &held, None),
+            "no policy to restore"
+        );
+        created.metadata.deletion_timestamp = Some(Time(Timestamp::UNIX_EPOCH));
+        assert!(!is_earlier_creation(&created, &held, intent.retires.as_ref()));
     }
 
     #[test]

@@ -31,9 +31,7 @@ use crate::leader::Leadership;
 use crate::linstor_state::{self, FetchError};
 use crate::metrics::Metrics;
 use crate::pv_cache::{PvCache, lock};
-use crate::reconcile::{
-    Operation, OperationKind, PassWork, PvWarning, decide_again, pass_work, warning_reason,
-};
+use crate::reconcile::{Operation, OperationKind, PassWork, PvWarning, decide_again, pass_work};
 use crate::replace::{ReplaceError, ReplaceProtocol, StepObserver};
 use crate::watch::run_watch;
 
@@ -426,12 +424,7 @@ impl Controller {
         let action = match decision {
             Some(Ok(action)) => action,
             Some(Err(error)) => {
-                self.warn_once(&PvWarning {
-                    pv: operation.pv.clone(),
-                    reason: warning_reason(&error),
-                    message: error.to_string(),
-                })
-                .await;
+                self.warn_once(&PvWarning::for_error(&operation.pv, &error)).await;
                 self.record(operation.kind, started, false);
                 return false;
             }
@@ -517,11 +510,8 @@ impl Controller {
                 }
             }
         };
-        may_recreate(&operation.volume, saved, claim.as_ref()).map_err(|error| PvWarning {
-            pv: operation.pv.clone(),
-            reason: warning_reason(&error),
-            message: error.to_string(),
-        })
+        may_recreate(&operation.volume, saved, claim.as_ref())
+            .map_err(|error| PvWarning::for_error(&operation.pv, &error))
     }
 
     fn record(&self, kind: OperationKind, started: Instant, succeeded: bool) {

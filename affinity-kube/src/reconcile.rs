@@ -66,11 +66,19 @@ pub struct PvWarning {
     pub message: String,
 }
 
-/// The event reason for a decision error.
-pub fn warning_reason(error: &DecisionError) -> &'static str {
-    match error {
-        DecisionError::IntentContradicted { .. } | DecisionError::Unowned { .. } => REPLACE_HELD_REASON,
-        _ => WARNING_REASON,
+impl PvWarning {
+    /// The warning about PV `pv` for which nothing could be decided: its
+    /// reason says whether a saved intent is held ([`REPLACE_HELD_REASON`]).
+    pub fn for_error(pv: impl Into<String>, error: &DecisionError) -> Self {
+        let reason = match error {
+            DecisionError::IntentContradicted { .. } | DecisionError::Unowned { .. } => REPLACE_HELD_REASON,
+            _ => WARNING_REASON,
+        };
+        Self {
+            pv: pv.into(),
+            reason,
+            message: error.to_string(),
+        }
     }
 }
 
@@ -125,13 +133,9 @@ pub fn pass_work<'a>(
                 OperationKind::RestoreReclaimPolicy
             }
             Err(error) => {
-                let reason = warning_reason(error);
-                work.intents_held += u64::from(reason == REPLACE_HELD_REASON);
-                work.warnings.push(PvWarning {
-                    pv: decision.pv_name.clone(),
-                    reason,
-                    message: error.to_string(),
-                });
+                let warning = PvWarning::for_error(&decision.pv_name, error);
+                work.intents_held += u64::from(warning.reason == REPLACE_HELD_REASON);
+                work.warnings.push(warning);
                 continue;
             }
         };

@@ -39,7 +39,7 @@ use affinity_core::names::{
 };
 use affinity_core::{
     ClaimProblem, Replacement, RestoreStep, RetiredPv, VolumeId, claim_of, claim_owns, encode_intent,
-    held_at_retain, restore_policy_of, restore_step,
+    held_at_retain, is_earlier_creation, reclaim_policy_of, restore_step,
 };
 use futures::future::BoxFuture;
 use kube::Client;
@@ -352,6 +352,18 @@ impl<L: IntentLog> ReplaceProtocol<L> {
         }
     }
 
+    /// Reads PV `name` afresh (fenced like a write: a stale leader acts on
+    /// nothing it reads), for step `step`; `None` when it does not exist.
+    async fn read_pv(
+        &self,
+        name: &str,
+        step: &'static str,
+    ) -> Result<Option<PersistentVolume>, ReplaceError> {
+        self.fenced(name, step, || self.pvs.get_opt(name))
+            .await
+            .map_err(|error| error.into_replace_error(name, step))
+    }
+
     async fn done(&self, pv: &str, step: ReplaceStep) {
         debug!(%pv, %step, "replace step done");
         if let Some(observer) = &self.observer {
@@ -427,20 +439,8 @@ impl<L: IntentLog> ReplaceProtocol<L> {
             Err(FencedError::Kube(kube::Error::Api(status))) if status.code == 409 => {}
             Err(error) => return Err(error.into_replace_error(name, step)),
         }
-        let existing = self
-            .fenced(name, "reading the existing replacement", || {
-                self.pvs.get_opt(name)
-            })
-            .await
-            .map_err(|error| error.into_replace_error(name, "reading the existing replacement"))?;
-        match existing {
-            Some(pv)
-                if retired.is_none_or(|retired| pv.metadata.uid != retired.uid)
-                    && restore_policy_of(&pv) == restore_policy_of(held)
-                    && pv.metadata.deletion_timestamp.is_none() =>
-            {
-                Ok(pv)
-            }
+        match self.read_pv(name, "reading the existing replacement").await? {
+            Some(pv) if is_earlier_creation(&pv, held, retired) => Ok(pv),
             other => Err(ReplaceError::Occupied {
                 pv: name.to_owned(),
                 uid: other.and_then(|pv| pv.metadata.uid),
@@ -473,10 +473,7 @@ impl<L: IntentLog> ReplaceProtocol<L> {
             Err(FencedError::Kube(kube::Error::Api(status))) if status.code == 404 => return Ok(()),
             Err(error) => return Err(error.into_replace_error(name, step)),
         };
-        let policy = retained
-            .spec
-            .as_ref()
-            .and_then(|spec| spec.persistent_volume_reclaim_policy.clone());
+        let policy = reclaim_policy_of(&retained).map(str::to_owned);
         let skip_reclaim = retained
             .metadata
             .annotations
@@ -521,12 +518,7 @@ impl<L: IntentLog> ReplaceProtocol<L> {
             return Ok(Some(version.clone()));
         }
         let name = retired.name.as_str();
-        let step = "reading the live PV";
-        let live = self
-            .fenced(name, step, || self.pvs.get_opt(name))
-            .await
-            .map_err(|error| error.into_replace_error(name, step))?;
-        match live {
+        match self.read_pv(name, "reading the live PV").await? {
             None => Ok(None),
             Some(live) if retired.uid.is_some() && live.metadata.uid != retired.uid => {
                 Err(ReplaceError::Changed {
@@ -570,20 +562,10 @@ impl<L: IntentLog> ReplaceProtocol<L> {
                 Err(FencedError::Kube(kube::Error::Api(status))) if status.code == 409 => {}
                 Err(error) => return Err(error.into_replace_error(name, step)),
             }
-            let step = "reading the PV being deleted";
-            let current = self
-                .fenced(name, step, || self.pvs.get_opt(name))
-                .await
-                .map_err(|error| error.into_replace_error(name, step))?;
-            match current {
+            match self.read_pv(name, "reading the PV being deleted").await? {
                 None => return Ok(()),
                 Some(pv)
-                    if pv.metadata.uid == retired.uid
-                        && pv
-                            .spec
-                            .as_ref()
-                            .and_then(|spec| spec.persistent_volume_reclaim_policy.as_deref())
-                            == Some(RECLAIM_RETAIN) =>
+                    if pv.metadata.uid == retired.uid && reclaim_policy_of(&pv) == Some(RECLAIM_RETAIN) =>
                 {
                     deleting = pv;
                 }
@@ -593,7 +575,7 @@ impl<L: IntentLog> ReplaceProtocol<L> {
                         what: format!(
                             "UID {:?}, reclaim policy {:?} while being deleted",
                             pv.metadata.uid,
-                            pv.spec.and_then(|spec| spec.persistent_volume_reclaim_policy)
+                            reclaim_policy_of(&pv)
                         ),
                     });
                 }
@@ -608,12 +590,7 @@ impl<L: IntentLog> ReplaceProtocol<L> {
     async fn wait_until_gone(&self, name: &str, uid: Option<&str>) -> Result<(), ReplaceError> {
         let deadline = tokio::time::Instant::now() + DELETION_TIMEOUT;
         loop {
-            let step = "waiting for the deletion";
-            let current = self
-                .fenced(name, step, || self.pvs.get_opt(name))
-                .await
-                .map_err(|error| error.into_replace_error(name, step))?;
-            match current {
+            match self.read_pv(name, "waiting for the deletion").await? {
                 None => return Ok(()),
                 Some(pv) if pv.metadata.uid.as_deref() != uid => return Ok(()),
                 Some(_) if tokio::time::Instant::now() >= deadline => {
@@ -659,18 +636,13 @@ impl<L: IntentLog> ReplaceProtocol<L> {
                     Some(claim) => self.mark_bound(&pv, claim).await,
                     None => return Ok(None),
                 },
-                RestoreStep::Restore { policy } => self.restore_policy(&pv, &policy).await,
+                RestoreStep::Restore { policy } => self.restore_policy(&pv, &policy).await.map(|()| None),
             };
             match written {
                 Ok(Some(next)) => pv = next,
                 Ok(None) => return Ok(None),
                 Err(ReplaceError::Changed { .. }) => {
-                    let step = "reading the re-created PV";
-                    match self
-                        .fenced(&name, step, || self.pvs.get_opt(&name))
-                        .await
-                        .map_err(|error| error.into_replace_error(&name, step))?
-                    {
+                    match self.read_pv(&name, "reading the re-created PV").await? {
                         Some(current) => pv = current,
                         None => return Ok(None),
                     }
@@ -684,12 +656,8 @@ impl<L: IntentLog> ReplaceProtocol<L> {
 
     /// Sets `policy` on `pv` and removes the annotation that kept it,
     /// conditional on `pv`'s resource version: the claim was checked against
-    /// exactly that version. Returns `None`: nothing is left to do.
-    async fn restore_policy(
-        &self,
-        pv: &PersistentVolume,
-        policy: &str,
-    ) -> Result<Option<PersistentVolume>, ReplaceError> {
+    /// exactly that version.
+    async fn restore_policy(&self, pv: &PersistentVolume, policy: &str) -> Result<(), ReplaceError> {
         let name = pv.metadata.name.as_deref().unwrap_or_default();
         let restore = json!({
             "metadata": {
@@ -706,7 +674,7 @@ impl<L: IntentLog> ReplaceProtocol<L> {
             .map_err(|error| error.into_replace_error(name, step))?;
         info!(pv = %name, %policy, "claim owns the PV again: reclaim policy restored");
         self.done(name, ReplaceStep::PolicyRestored).await;
-        Ok(None)
+        Ok(())
     }
 
     /// Marks `pv` `Bound` when `claim`, as just read, owns it: exactly the
