@@ -12,6 +12,7 @@ use affinity_core::k8s_openapi::api::core::v1::{Event, PersistentVolume, SecretR
 use affinity_core::names::SAVED_PV_PROPERTY;
 use affinity_core::{encode_saved_pv, replacement_pv};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
+use kube_harness::BoundVolume;
 use linstor_api::sim::{SimResource, SimResourceDefinition};
 use serde_json::json;
 use support::{Scenario, controller_has_test_hooks};
@@ -45,6 +46,15 @@ async fn wait_for_pv_warning(scenario: &Scenario, pv: &str, reason: &str) -> Str
     }
 }
 
+/// Two nodes and one bound, drifted volume (affinity on node 0, data on
+/// node 1); `None` when no cluster is available.
+async fn drifted(test: &str) -> Option<(Scenario, BoundVolume)> {
+    let scenario = Scenario::new(test, 2).await?;
+    let class = scenario.local_only_class().await;
+    let bound = scenario.volume("vol", &class, 0, 1).await;
+    Some((scenario, bound))
+}
+
 /// Starts a controller that halts right after `step` of its first replace,
 /// waits for the halt and kills it.
 async fn halt_after(scenario: &Scenario, step: &str, pv: &str) {
@@ -62,11 +72,9 @@ async fn a_claim_deleted_during_a_replace_gets_no_pv_from_the_saved_state() {
     if !controller_has_test_hooks("a_claim_deleted_during_a_replace") {
         return;
     }
-    let Some(scenario) = Scenario::new("safety-claim-gone", 2).await else {
+    let Some((scenario, bound)) = drifted("safety-claim-gone").await else {
         return;
     };
-    let class = scenario.local_only_class().await;
-    let bound = scenario.volume("vol", &class, 0, 1).await;
     let pv = bound.pv.metadata.name.clone().unwrap();
     let claim = bound.pvc.metadata.name.clone().unwrap();
     halt_after(&scenario, "finalizers-removed", &pv).await;
@@ -101,11 +109,9 @@ async fn a_user_who_keeps_the_data_during_a_replace_wins() {
     if !controller_has_test_hooks("a_user_who_keeps_the_data") {
         return;
     }
-    let Some(scenario) = Scenario::new("safety-keep-data", 2).await else {
+    let Some((scenario, bound)) = drifted("safety-keep-data").await else {
         return;
     };
-    let class = scenario.local_only_class().await;
-    let bound = scenario.volume("vol", &class, 0, 1).await;
     let pv = bound.pv.metadata.name.clone().unwrap();
     let claim = bound.pvc.metadata.name.clone().unwrap();
     halt_after(&scenario, "intent-saved", &pv).await;
@@ -145,11 +151,9 @@ async fn a_user_who_keeps_the_data_during_a_replace_wins() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_drifted_pv_the_user_deletes_is_not_replaced() {
-    let Some(scenario) = Scenario::new("safety-user-delete", 2).await else {
+    let Some((scenario, bound)) = drifted("safety-user-delete").await else {
         return;
     };
-    let class = scenario.local_only_class().await;
-    let bound = scenario.volume("vol", &class, 0, 1).await;
     let pv = bound.pv.metadata.name.clone().unwrap();
     // The user keeps the volume and deletes the PV object; bound, it is
     // kept by the pv-protection finalizer while it is being deleted.
@@ -187,11 +191,9 @@ async fn a_drifted_pv_the_user_deletes_is_not_replaced() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crafted_saved_pv_in_linstor_is_not_written() {
-    let Some(scenario) = Scenario::new("safety-crafted", 2).await else {
+    let Some((scenario, bound)) = drifted("safety-crafted").await else {
         return;
     };
-    let class = scenario.local_only_class().await;
-    let bound = scenario.volume("vol", &class, 0, 1).await;
     let pv = bound.pv.metadata.name.clone().unwrap();
 
     // Without a live PV: a saved PV that names the claim of another PV.
