@@ -91,7 +91,9 @@ async fn a_moved_replica_moves_the_pv_and_its_pod() {
 
     assert!(scenario.saved_pv(&pv_name).is_none(), "intent cleared");
     assert!(scenario.has_resource_definition(&pv_name), "LINSTOR volume kept");
-    let replaced_logs = controller.count("PV replaced");
+    let replaced_logs = controller
+        .wait_for_count("PV replaced", 1, Duration::from_secs(30))
+        .await;
     assert_eq!(replaced_logs, 1, "{}", controller.log());
     scenario.finish().await;
 }

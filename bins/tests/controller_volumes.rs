@@ -126,7 +126,11 @@ async fn every_volume_of_a_moved_resource_definition_is_replaced() {
             .collect()
     });
     assert_eq!(saved, [None, None]);
-    assert_eq!(controller.count("PV replaced"), 2, "{}", controller.log());
+    // Logged once each replace is announced, after its policy came back.
+    let replaced = controller
+        .wait_for_count("PV replaced", 2, Duration::from_secs(30))
+        .await;
+    assert_eq!(replaced, 2, "{}", controller.log());
     scenario.finish().await;
 }
 

@@ -64,6 +64,25 @@ impl LoggedProcess {
             .count()
     }
 
+    /// Waits until at least `count` logged lines contain `needle`; returns
+    /// how many do then, so a test can assert it got no more.
+    pub async fn wait_for_count(&self, needle: &str, count: usize, timeout: Duration) -> usize {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let found = self.count(needle);
+            if found >= count {
+                return found;
+            }
+            if Instant::now() >= deadline {
+                panic!(
+                    "{found} log lines with {needle:?} within {timeout:?}, expected {count}; log:\n{}",
+                    self.log()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// Waits until a logged line contains `needle`; returns it.
     pub async fn wait_for_line(&self, needle: &str, timeout: Duration) -> String {
         let deadline = Instant::now() + timeout;
