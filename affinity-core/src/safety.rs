@@ -165,6 +165,17 @@ pub enum ClaimProblem {
         /// The claim, as `namespace/name`.
         claim: String,
     },
+    /// The PV binder found that the claim no longer owns the PV (phase
+    /// `Released` or `Failed`); seen when claims cannot be read directly.
+    #[error("PV binder marked PV {pv} {phase}: claim {claim} does not own it")]
+    ReleasedByBinder {
+        /// The PV's name.
+        pv: String,
+        /// The claim, as `namespace/name`.
+        claim: String,
+        /// The phase the binder set.
+        phase: String,
+    },
     /// The claim exists but names another volume (or none).
     #[error("claim {claim} of PV {pv} names volume {volume:?}, not the PV")]
     NamesOther {
@@ -243,6 +254,27 @@ pub fn may_recreate(
     })
 }
 
+/// Whether the saved PV of `volume` may be created again when claims
+/// cannot be read: it must name a claim by UID. It is created at `Retain`,
+/// and its policy comes back only once the PV binder marks it `Bound`
+/// ([`restore_step_by_binder`]), so a claim that is gone costs nothing.
+pub fn may_recreate_unread(volume: &VolumeId, saved: &PersistentVolume) -> Result<(), DecisionError> {
+    let named = saved
+        .spec
+        .as_ref()
+        .and_then(|spec| spec.claim_ref.as_ref())
+        .is_some_and(|claim_ref| claim_ref.uid.is_some() && claim_of(saved).is_some());
+    if named {
+        return Ok(());
+    }
+    Err(DecisionError::Unowned {
+        volume: volume.clone(),
+        source: Box::new(ClaimProblem::NoClaimRef {
+            pv: pv_name(saved).to_owned(),
+        }),
+    })
+}
+
 /// The reclaim policy to restore on a PV this project created at `Retain`.
 pub fn restore_policy_of(pv: &PersistentVolume) -> Option<&str> {
     pv.metadata
@@ -270,6 +302,9 @@ pub enum RestoreStep {
     },
     /// The claim does not own the PV: it stays at `Retain`.
     Hold(ClaimProblem),
+    /// Claims cannot be read, and the PV binder has not said yet whether
+    /// the claim owns the PV: nothing to do until it does.
+    AwaitBinder,
 }
 
 /// Decides the next step for `pv`, with `claim` the claim it names as
@@ -286,6 +321,35 @@ pub fn restore_step(pv: &PersistentVolume, claim: Option<&PersistentVolumeClaim>
         RestoreStep::Restore { policy }
     } else {
         RestoreStep::MarkBoundThenRestore { policy }
+    }
+}
+
+/// Decides the next step for `pv` when claims cannot be read: the PV
+/// binder's phase is the evidence. It marks a PV `Bound` only while the
+/// claim with the UID the PV names exists and names the PV, and `Released`
+/// once it does not; the phase of a newly created PV always starts empty,
+/// so `Bound` on a PV this project created at `Retain` is the binder's.
+pub fn restore_step_by_binder(pv: &PersistentVolume) -> RestoreStep {
+    let Some(policy) = restore_policy_of(pv) else {
+        return RestoreStep::NotHeld;
+    };
+    let Some((namespace, claim)) = claim_of(pv) else {
+        return RestoreStep::Hold(ClaimProblem::NoClaimRef {
+            pv: pv_name(pv).to_owned(),
+        });
+    };
+    match phase(pv) {
+        Some(PHASE_BOUND) => RestoreStep::Restore {
+            policy: policy.to_owned(),
+        },
+        Some(released @ (PHASE_RELEASED | PHASE_FAILED)) => {
+            RestoreStep::Hold(ClaimProblem::ReleasedByBinder {
+                pv: pv_name(pv).to_owned(),
+                claim: format!("{namespace}/{claim}"),
+                phase: released.to_owned(),
+            })
+        }
+        _ => RestoreStep::AwaitBinder,
     }
 }
 
@@ -667,6 +731,62 @@ mod tests {
             restore_step(&held, Some(&stranger)),
             RestoreStep::Hold(ClaimProblem::Recreated { .. })
         ));
+    }
+
+    #[test]
+    fn without_claim_reads_the_binders_bound_mark_brings_the_policy_back() {
+        let pv = live();
+        assert_eq!(restore_step_by_binder(&pv), RestoreStep::NotHeld);
+        let mut held = held_at_retain(&replacement_pv(&pv, None));
+        held.status = None;
+        assert_eq!(restore_step_by_binder(&held), RestoreStep::AwaitBinder);
+        let with_phase = |phase: &str| {
+            let mut pv = held.clone();
+            pv.status = Some(PersistentVolumeStatus {
+                phase: Some(phase.to_owned()),
+                ..PersistentVolumeStatus::default()
+            });
+            restore_step_by_binder(&pv)
+        };
+        assert_eq!(with_phase("Pending"), RestoreStep::AwaitBinder);
+        assert_eq!(with_phase("Available"), RestoreStep::AwaitBinder);
+        assert_eq!(
+            with_phase("Bound"),
+            RestoreStep::Restore {
+                policy: "Delete".to_owned()
+            }
+        );
+        for released in ["Released", "Failed"] {
+            let RestoreStep::Hold(problem) = with_phase(released) else {
+                panic!("{released} must hold");
+            };
+            assert_eq!(
+                problem.to_string(),
+                format!("PV binder marked PV pv-1 {released}: claim ns/data does not own it")
+            );
+        }
+        spec(&mut held).claim_ref = None;
+        assert!(matches!(
+            restore_step_by_binder(&held),
+            RestoreStep::Hold(ClaimProblem::NoClaimRef { .. })
+        ));
+    }
+
+    #[test]
+    fn without_claim_reads_a_saved_pv_is_created_again_only_if_it_names_its_claim() {
+        let volume = VolumeId {
+            resource_definition: "pvc-1".to_owned(),
+            volume_number: 0,
+        };
+        let saved = live();
+        assert!(may_recreate_unread(&volume, &saved).is_ok());
+        let mut anonymous = saved.clone();
+        if let Some(claim_ref) = spec(&mut anonymous).claim_ref.as_mut() {
+            claim_ref.uid = None;
+        }
+        assert!(may_recreate_unread(&volume, &anonymous).is_err());
+        spec(&mut anonymous).claim_ref = None;
+        assert!(may_recreate_unread(&volume, &anonymous).is_err());
     }
 
     #[test]

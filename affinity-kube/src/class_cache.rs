@@ -37,7 +37,8 @@ impl StorageClassCache {
     }
 }
 
-fn entry(class: StorageClass) -> Option<(String, Properties)> {
+/// A StorageClass as a cache entry: its name and parameters.
+pub(crate) fn entry(class: StorageClass) -> Option<(String, Properties)> {
     let name = class.metadata.name?;
     Some((name, class.parameters.unwrap_or_default().into_iter().collect()))
 }

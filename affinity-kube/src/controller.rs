@@ -16,7 +16,7 @@ use affinity_core::k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolu
 use affinity_core::k8s_openapi::api::storage::v1::StorageClass;
 use affinity_core::{
     Action, DecisionSettings, LinstorSnapshot, Planner, ReplaceTrigger, claim_of, guess_property_namespace,
-    may_recreate,
+    may_recreate, may_recreate_unread,
 };
 use futures::StreamExt;
 use kube::api::Api;
@@ -24,12 +24,13 @@ use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
-use crate::class_cache::{ClassParameters, StorageClassCache};
-use crate::events::{CLAIM_GONE_REASON, warn_about_pv};
+use crate::class_cache::{self, ClassParameters, StorageClassCache};
+use crate::events::{CLAIM_GONE_REASON, EventReporter};
 use crate::http::Readiness;
 use crate::leader::Leadership;
 use crate::linstor_state::{self, FetchError};
 use crate::metrics::Metrics;
+use crate::permissions::Paths;
 use crate::pv_cache::{PvCache, lock};
 use crate::reconcile::{Operation, OperationKind, PassWork, PvWarning, decide_again, pass_work};
 use crate::replace::{ReplaceError, ReplaceProtocol, StepObserver};
@@ -59,6 +60,8 @@ pub struct ControllerSettings {
     pub property_namespace: Option<String>,
     /// Name of this instance in events.
     pub instance: String,
+    /// The optional paths RBAC leaves on ([`crate::permissions::probe`]).
+    pub paths: Paths,
 }
 
 /// Everything the controller talks to and reports through.
@@ -97,6 +100,15 @@ pub enum PassError {
     /// LINSTOR could not be read: nothing is decided on partial state.
     #[error(transparent)]
     Linstor(#[from] FetchError),
+    /// A StorageClass could not be read (when they cannot be watched).
+    #[error("reading StorageClass {class}: {source}")]
+    StorageClass {
+        /// The class.
+        class: String,
+        /// The API server's answer.
+        #[source]
+        source: Box<kube::Error>,
+    },
     /// LINSTOR did not answer within `--timeout`.
     #[error("LINSTOR did not answer within {0:?}")]
     LinstorTimeout(Duration),
@@ -124,6 +136,7 @@ pub struct Controller {
     pvs: Arc<PvCache>,
     classes: Arc<StorageClassCache>,
     protocol: ReplaceProtocol<linstor_api::Client>,
+    events: EventReporter,
     property_namespace: Mutex<Option<String>>,
     /// Warnings reported and still current, as (PV, message), so a warning
     /// is not repeated every pass. The message is part of the key because
@@ -138,11 +151,14 @@ impl Controller {
     pub fn new(settings: ControllerSettings, parts: ControllerParts) -> Self {
         let mut protocol =
             ReplaceProtocol::new(parts.kube.clone(), parts.linstor.clone(), &settings.instance)
-                .with_leadership(parts.leadership.clone());
+                .with_leadership(parts.leadership.clone())
+                .with_paths(settings.paths);
         if let Some(observer) = &parts.observer {
             protocol = protocol.with_observer(Arc::clone(observer));
         }
         Self {
+            events: EventReporter::new(parts.kube.clone(), &settings.instance)
+                .with_apis(settings.paths.events),
             property_namespace: Mutex::new(settings.property_namespace.clone()),
             settings,
             parts,
@@ -170,12 +186,20 @@ impl Controller {
             self.settings.resync_rate,
             watches.clone(),
         );
-        let class_watch = run_watch(
-            Api::<StorageClass>::all(self.parts.kube.clone()),
-            &*self.classes,
-            self.settings.resync_rate,
-            watches.clone(),
-        );
+        let class_watch = async {
+            if self.settings.paths.watch_storage_classes {
+                let classes = Api::<StorageClass>::all(self.parts.kube.clone());
+                run_watch(
+                    classes,
+                    &*self.classes,
+                    self.settings.resync_rate,
+                    watches.clone(),
+                )
+                .await;
+            } else {
+                watches.cancelled().await;
+            }
+        };
         tokio::select! {
             () = pv_watch => {}
             () = class_watch => {}
@@ -276,7 +300,7 @@ impl Controller {
             self.settings.grace_period,
             SystemTime::now(),
         );
-        let classes = self.classes.snapshot();
+        let classes = self.storage_classes(scope).await?;
         self.parts.metrics.set_cached_pvs(self.pvs.len() as u64);
 
         // Decide.
@@ -321,6 +345,41 @@ impl Controller {
         })
     }
 
+    /// The StorageClass parameters a pass decides with: the watched ones, or
+    /// when StorageClasses cannot be watched, each class the pass's PVs name,
+    /// read once.
+    async fn storage_classes(&self, scope: &Scope) -> Result<Arc<ClassParameters>, PassError> {
+        if self.settings.paths.watch_storage_classes {
+            return Ok(self.classes.snapshot());
+        }
+        let pvs = match scope {
+            Scope::All => self.pvs.pvs(),
+            Scope::ResourceDefinitions(names) => names
+                .iter()
+                .flat_map(|name| self.pvs.of_resource_definition(name))
+                .collect(),
+        };
+        let names: BTreeSet<&str> = pvs
+            .iter()
+            .filter_map(|pv| pv.spec.as_ref()?.storage_class_name.as_deref())
+            .collect();
+        let api: Api<StorageClass> = Api::all(self.parts.kube.clone());
+        let mut classes = ClassParameters::new();
+        for name in names {
+            let class = api.get_opt(name).await.map_err(|source| {
+                self.parts.metrics.record_kubernetes_error();
+                PassError::StorageClass {
+                    class: name.to_owned(),
+                    source: Box::new(source),
+                }
+            })?;
+            if let Some((name, parameters)) = class.and_then(class_cache::entry) {
+                classes.insert(name, parameters);
+            }
+        }
+        Ok(Arc::new(classes))
+    }
+
     fn property_namespace(&self, snapshot: &LinstorSnapshot) -> String {
         let mut namespace = lock(&self.property_namespace);
         namespace
@@ -360,15 +419,9 @@ impl Controller {
         // PV: there is nothing to post the event about.
         if self.parts.leadership.is_leading() && !warning.pv.is_empty() {
             let uid = self.pvs.get(&warning.pv).and_then(|pv| pv.metadata.uid.clone());
-            warn_about_pv(
-                &self.parts.kube,
-                &warning.pv,
-                uid.as_deref(),
-                warning.reason,
-                &warning.message,
-                &self.settings.instance,
-            )
-            .await;
+            self.events
+                .warn_about_pv(&warning.pv, uid.as_deref(), warning.reason, &warning.message)
+                .await;
         }
     }
 
@@ -490,6 +543,10 @@ impl Controller {
     /// Reads the claim `saved` names and checks that it still owns the PV,
     /// which may then be created again; otherwise the warning to report.
     async fn check_recreate(&self, operation: &Operation, saved: &PersistentVolume) -> Result<(), PvWarning> {
+        if !self.settings.paths.claims {
+            return may_recreate_unread(&operation.volume, saved)
+                .map_err(|error| PvWarning::for_error(&operation.pv, &error));
+        }
         let claim = match claim_of(saved) {
             None => None,
             Some((namespace, name)) => {

@@ -4,8 +4,9 @@
 //! Claims (namespaced) get `events.k8s.io/v1` events. PVs are cluster-scoped,
 //! and API servers before 1.22 refuse `events.k8s.io/v1` events about
 //! cluster-scoped objects, so PV events go through the core/v1 Events API,
-//! which every version accepts, in the `default` namespace. A refused event
-//! is logged and never fails the replace.
+//! which every version accepts, in the `default` namespace. Where RBAC grants
+//! only one of the two APIs, that one is used for both. A refused event is
+//! logged, the other API tried, and it never fails the replace.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -20,61 +21,189 @@ use kube::Client;
 use kube::api::{Api, PostParams};
 use tracing::warn;
 
+use crate::permissions::EventApis;
+
 /// Namespace of events about cluster-scoped objects.
 const CLUSTER_EVENT_NAMESPACE: &str = "default";
 
-/// Emits the "volume affinity updated" event on `pv` and, when it has a
-/// claim, on the claim. `instance` names this controller instance.
-pub async fn announce_replacement(client: &Client, pv: &PersistentVolume, instance: &str) {
-    let now = now();
-    let pv_ref = ObjectReference {
-        api_version: Some("v1".to_owned()),
-        kind: Some("PersistentVolume".to_owned()),
-        name: pv.metadata.name.clone(),
-        uid: pv.metadata.uid.clone(),
-        resource_version: pv.metadata.resource_version.clone(),
-        ..ObjectReference::default()
-    };
-    let replaced = CoreEventText {
-        type_: "Normal",
-        action: EVENT_ACTION,
-        reason: EVENT_REASON,
-        message: EVENT_NOTE,
-    };
-    post_core_event(client, CLUSTER_EVENT_NAMESPACE, &pv_ref, &replaced, instance, now).await;
+/// Posts the controller's events through the Event APIs it may use.
+#[derive(Clone)]
+pub struct EventReporter {
+    client: Client,
+    instance: String,
+    apis: EventApis,
+}
 
-    let claim = pv.spec.as_ref().and_then(|spec| spec.claim_ref.clone());
-    let Some(claim) = claim else {
-        return;
-    };
-    let Some(namespace) = claim.namespace.clone() else {
-        return;
-    };
-    let claim_ref = ObjectReference {
-        api_version: Some("v1".to_owned()),
-        kind: Some("PersistentVolumeClaim".to_owned()),
-        ..claim
-    };
-    let event = Event {
-        metadata: ObjectMeta {
-            name: Some(event_name(&claim_ref, now)),
-            namespace: Some(namespace.clone()),
-            ..ObjectMeta::default()
-        },
-        event_time: Some(MicroTime(now)),
-        action: Some(EVENT_ACTION.to_owned()),
-        reason: Some(EVENT_REASON.to_owned()),
-        note: Some(EVENT_NOTE.to_owned()),
-        type_: Some("Normal".to_owned()),
-        reporting_controller: Some(EVENT_REPORTING_CONTROLLER.to_owned()),
-        reporting_instance: Some(instance.to_owned()),
-        regarding: Some(claim_ref.clone()),
-        ..Event::default()
-    };
-    let events: Api<Event> = Api::namespaced(client.clone(), &namespace);
-    if let Err(error) = events.create(&PostParams::default(), &event).await {
-        warn!(%namespace, %error, "events.k8s.io/v1 refused the claim event, using core/v1");
-        post_core_event(client, &namespace, &claim_ref, &replaced, instance, now).await;
+/// The two Event APIs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum EventApi {
+    Core,
+    EventsV1,
+}
+
+impl EventReporter {
+    /// A reporter posting through `client` with both APIs; `instance` names
+    /// this controller instance.
+    pub fn new(client: Client, instance: impl Into<String>) -> Self {
+        Self {
+            client,
+            instance: instance.into(),
+            apis: EventApis::ALL,
+        }
+    }
+
+    /// Uses only the Event APIs `apis` allows.
+    pub fn with_apis(mut self, apis: EventApis) -> Self {
+        self.apis = apis;
+        self
+    }
+
+    /// Emits the "volume affinity updated" event on `pv` and, when it has a
+    /// claim, on the claim.
+    pub async fn announce_replacement(&self, pv: &PersistentVolume) {
+        let pv_ref = ObjectReference {
+            api_version: Some("v1".to_owned()),
+            kind: Some("PersistentVolume".to_owned()),
+            name: pv.metadata.name.clone(),
+            uid: pv.metadata.uid.clone(),
+            resource_version: pv.metadata.resource_version.clone(),
+            ..ObjectReference::default()
+        };
+        let replaced = EventText {
+            type_: "Normal",
+            action: EVENT_ACTION,
+            reason: EVENT_REASON,
+            message: EVENT_NOTE,
+        };
+        self.post(None, &pv_ref, &replaced).await;
+
+        let claim = pv.spec.as_ref().and_then(|spec| spec.claim_ref.clone());
+        let Some(claim) = claim else {
+            return;
+        };
+        let Some(namespace) = claim.namespace.clone() else {
+            return;
+        };
+        let claim_ref = ObjectReference {
+            api_version: Some("v1".to_owned()),
+            kind: Some("PersistentVolumeClaim".to_owned()),
+            ..claim
+        };
+        self.post(Some(&namespace), &claim_ref, &replaced).await;
+    }
+
+    /// Emits a warning event with `reason` on PV `pv_name` (with `pv_uid`
+    /// when known) saying why the controller leaves it alone, for example an
+    /// invalid override annotation.
+    pub async fn warn_about_pv(
+        &self,
+        pv_name: &str,
+        pv_uid: Option<&str>,
+        reason: &'static str,
+        message: &str,
+    ) {
+        let pv_ref = ObjectReference {
+            api_version: Some("v1".to_owned()),
+            kind: Some("PersistentVolume".to_owned()),
+            name: Some(pv_name.to_owned()),
+            uid: pv_uid.map(str::to_owned),
+            ..ObjectReference::default()
+        };
+        let text = EventText {
+            type_: "Warning",
+            action: WARNING_ACTION,
+            reason,
+            message,
+        };
+        self.post(None, &pv_ref, &text).await;
+    }
+
+    /// Posts an event about `regarding`, an object in `namespace` (`None`:
+    /// cluster-scoped), through the first allowed API that accepts it.
+    async fn post(&self, namespace: Option<&str>, regarding: &ObjectReference, text: &EventText<'_>) {
+        let order = match namespace {
+            None => [EventApi::Core, EventApi::EventsV1],
+            Some(_) => [EventApi::EventsV1, EventApi::Core],
+        };
+        let namespace = namespace.unwrap_or(CLUSTER_EVENT_NAMESPACE);
+        let now = now();
+        for api in order.into_iter().filter(|api| self.allows(*api)) {
+            let posted = match api {
+                EventApi::Core => self.post_core(namespace, regarding, text, now).await,
+                EventApi::EventsV1 => self.post_v1(namespace, regarding, text, now).await,
+            };
+            match posted {
+                Ok(()) => return,
+                Err(error) => warn!(%namespace, object = ?regarding.name, ?api, %error, "event refused"),
+            }
+        }
+    }
+
+    fn allows(&self, api: EventApi) -> bool {
+        match api {
+            EventApi::Core => self.apis.core,
+            EventApi::EventsV1 => self.apis.events_v1,
+        }
+    }
+
+    async fn post_v1(
+        &self,
+        namespace: &str,
+        regarding: &ObjectReference,
+        text: &EventText<'_>,
+        now: Timestamp,
+    ) -> Result<(), kube::Error> {
+        let event = Event {
+            metadata: ObjectMeta {
+                name: Some(event_name(regarding, now)),
+                namespace: Some(namespace.to_owned()),
+                ..ObjectMeta::default()
+            },
+            event_time: Some(MicroTime(now)),
+            action: Some(text.action.to_owned()),
+            reason: Some(text.reason.to_owned()),
+            note: Some(text.message.to_owned()),
+            type_: Some(text.type_.to_owned()),
+            reporting_controller: Some(EVENT_REPORTING_CONTROLLER.to_owned()),
+            reporting_instance: Some(self.instance.clone()),
+            regarding: Some(regarding.clone()),
+            ..Event::default()
+        };
+        let events: Api<Event> = Api::namespaced(self.client.clone(), namespace);
+        events.create(&PostParams::default(), &event).await.map(drop)
+    }
+
+    async fn post_core(
+        &self,
+        namespace: &str,
+        regarding: &ObjectReference,
+        text: &EventText<'_>,
+        now: Timestamp,
+    ) -> Result<(), kube::Error> {
+        let event = CoreEvent {
+            metadata: ObjectMeta {
+                name: Some(event_name(regarding, now)),
+                namespace: Some(namespace.to_owned()),
+                ..ObjectMeta::default()
+            },
+            involved_object: regarding.clone(),
+            action: Some(text.action.to_owned()),
+            reason: Some(text.reason.to_owned()),
+            message: Some(text.message.to_owned()),
+            type_: Some(text.type_.to_owned()),
+            source: Some(EventSource {
+                component: Some(EVENT_REPORTING_CONTROLLER.to_owned()),
+                host: None,
+            }),
+            first_timestamp: Some(Time(now)),
+            last_timestamp: Some(Time(now)),
+            count: Some(1),
+            reporting_component: Some(EVENT_REPORTING_CONTROLLER.to_owned()),
+            reporting_instance: Some(self.instance.clone()),
+            ..CoreEvent::default()
+        };
+        let events: Api<CoreEvent> = Api::namespaced(self.client.clone(), namespace);
+        events.create(&PostParams::default(), &event).await.map(drop)
     }
 }
 
@@ -92,75 +221,12 @@ pub const REPLACE_HELD_REASON: &str = "ReplaceHeld";
 /// Action of the warning event.
 const WARNING_ACTION: &str = "Left unchanged";
 
-/// Emits a warning event with `reason` on PV `pv_name` (with `pv_uid` when
-/// known) saying why the controller leaves it alone, for example an invalid
-/// override annotation. `instance` names this controller instance.
-pub async fn warn_about_pv(
-    client: &Client,
-    pv_name: &str,
-    pv_uid: Option<&str>,
-    reason: &'static str,
-    message: &str,
-    instance: &str,
-) {
-    let pv_ref = ObjectReference {
-        api_version: Some("v1".to_owned()),
-        kind: Some("PersistentVolume".to_owned()),
-        name: Some(pv_name.to_owned()),
-        uid: pv_uid.map(str::to_owned),
-        ..ObjectReference::default()
-    };
-    let text = CoreEventText {
-        type_: "Warning",
-        action: WARNING_ACTION,
-        reason,
-        message,
-    };
-    post_core_event(client, CLUSTER_EVENT_NAMESPACE, &pv_ref, &text, instance, now()).await;
-}
-
-/// Type, reason and message of a core/v1 event.
-struct CoreEventText<'a> {
+/// Type, action, reason and message of an event.
+struct EventText<'a> {
     type_: &'static str,
     action: &'static str,
     reason: &'static str,
     message: &'a str,
-}
-
-async fn post_core_event(
-    client: &Client,
-    namespace: &str,
-    regarding: &ObjectReference,
-    text: &CoreEventText<'_>,
-    instance: &str,
-    now: Timestamp,
-) {
-    let event = CoreEvent {
-        metadata: ObjectMeta {
-            name: Some(event_name(regarding, now)),
-            namespace: Some(namespace.to_owned()),
-            ..ObjectMeta::default()
-        },
-        involved_object: regarding.clone(),
-        action: Some(text.action.to_owned()),
-        reason: Some(text.reason.to_owned()),
-        message: Some(text.message.to_owned()),
-        type_: Some(text.type_.to_owned()),
-        source: Some(EventSource {
-            component: Some(EVENT_REPORTING_CONTROLLER.to_owned()),
-            host: None,
-        }),
-        first_timestamp: Some(Time(now)),
-        last_timestamp: Some(Time(now)),
-        count: Some(1),
-        reporting_component: Some(EVENT_REPORTING_CONTROLLER.to_owned()),
-        reporting_instance: Some(instance.to_owned()),
-        ..CoreEvent::default()
-    };
-    let events: Api<CoreEvent> = Api::namespaced(client.clone(), namespace);
-    if let Err(error) = events.create(&PostParams::default(), &event).await {
-        warn!(%namespace, object = ?regarding.name, %error, "event refused");
-    }
 }
 
 /// `<object>.<hex nanoseconds>`, as Kubernetes clients name events.

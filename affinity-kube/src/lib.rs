@@ -12,7 +12,8 @@
 //!   [`events`] reports on the PV and its claim.
 //!
 //! Around it: [`leader`] election on a Lease, [`metrics`] and the [`http`]
-//! endpoints, client-side [`throttle`] of the Kubernetes API.
+//! endpoints, client-side [`throttle`] of the Kubernetes API, and the
+//! [`permissions`] RBAC grants, which decide the paths that are on.
 
 pub mod class_cache;
 pub mod controller;
@@ -23,6 +24,7 @@ pub mod leader;
 pub mod linstor_state;
 pub mod metrics;
 pub mod migrate;
+pub mod permissions;
 pub mod pv_cache;
 pub mod reconcile;
 pub mod replace;

@@ -15,6 +15,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
+use crate::permissions::Paths;
 use crate::reconcile::OperationKind;
 
 /// The only reconciler of this controller; the label value matches the Go reference.
@@ -44,6 +45,7 @@ pub struct Metrics {
     kubernetes_requests: Counter,
     leading: Gauge,
     cached_pvs: Gauge,
+    paths: Family<[(&'static str, &'static str); 1], Gauge>,
 }
 
 /// Buckets from 1 ms to about 65 s, doubling.
@@ -86,6 +88,7 @@ impl Metrics {
             kubernetes_requests: Counter::default(),
             leading: Gauge::default(),
             cached_pvs: Gauge::default(),
+            paths: Family::default(),
         };
         metrics.register()
     }
@@ -172,6 +175,11 @@ impl Metrics {
             "Number of PVs in the watch cache",
             self.cached_pvs.clone(),
         );
+        r.register(
+            "path_enabled",
+            "Whether an optional path of the controller is on (1) or off (0) because RBAC does not grant it",
+            self.paths.clone(),
+        );
 
         let reconciler = reconciler_labels();
         self.reconciles.get_or_create_owned(&reconciler);
@@ -241,6 +249,13 @@ impl Metrics {
     /// Sets whether this instance is the leader.
     pub fn set_leading(&self, leading: bool) {
         self.leading.set(i64::from(leading));
+    }
+
+    /// Sets which optional paths are on.
+    pub fn set_paths(&self, paths: &Paths) {
+        for (path, on) in paths.by_name() {
+            self.paths.get_or_create(&[("path", path)]).set(i64::from(on));
+        }
     }
 
     /// Counts a failed request to the LINSTOR API.
@@ -424,6 +439,26 @@ mod tests {
         }
         metrics.set_leading(false);
         assert_line(&self::lines(&metrics), "linstor_affinity_controller_leader 0");
+    }
+
+    #[test]
+    fn paths_show_which_are_off() {
+        let metrics = Metrics::default();
+        metrics.set_paths(&Paths {
+            claims: false,
+            mark_bound: false,
+            ..Paths::ALL
+        });
+        let lines = lines(&metrics);
+        for line in [
+            r#"linstor_affinity_controller_path_enabled{path="claims"} 0"#,
+            r#"linstor_affinity_controller_path_enabled{path="mark_bound"} 0"#,
+            r#"linstor_affinity_controller_path_enabled{path="watch_storage_classes"} 1"#,
+            r#"linstor_affinity_controller_path_enabled{path="core_events"} 1"#,
+            r#"linstor_affinity_controller_path_enabled{path="events"} 1"#,
+        ] {
+            assert_line(&lines, line);
+        }
     }
 
     #[test]

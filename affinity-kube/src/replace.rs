@@ -39,7 +39,7 @@ use affinity_core::names::{
 };
 use affinity_core::{
     ClaimProblem, Replacement, RestoreStep, RetiredPv, VolumeId, claim_of, claim_owns, encode_intent,
-    held_at_retain, is_earlier_creation, reclaim_policy_of, restore_step,
+    held_at_retain, is_earlier_creation, reclaim_policy_of, restore_step, restore_step_by_binder,
 };
 use futures::future::BoxFuture;
 use kube::Client;
@@ -47,9 +47,10 @@ use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, Preconditions
 use serde_json::json;
 use tracing::{debug, info, warn};
 
-use crate::events::announce_replacement;
+use crate::events::EventReporter;
 use crate::intent::{IntentLog, IntentLogError};
 use crate::leader::Leadership;
+use crate::permissions::Paths;
 
 /// Annotation set on a claim after its PV was re-created; its changing value
 /// makes the PV binder sync the claim at once.
@@ -247,7 +248,8 @@ pub enum ReplaceError {
 /// Carries out replacements against the Kubernetes API and an intent log.
 pub struct ReplaceProtocol<L> {
     client: Client,
-    instance: String,
+    events: EventReporter,
+    paths: Paths,
     pvs: Api<PersistentVolume>,
     intents: L,
     leadership: Leadership,
@@ -261,8 +263,9 @@ impl<L: IntentLog> ReplaceProtocol<L> {
     pub fn new(client: Client, intents: L, instance: impl Into<String>) -> Self {
         Self {
             pvs: Api::all(client.clone()),
+            events: EventReporter::new(client.clone(), instance),
+            paths: Paths::ALL,
             client,
-            instance: instance.into(),
             intents,
             leadership: Leadership::always(),
             observer: None,
@@ -272,6 +275,15 @@ impl<L: IntentLog> ReplaceProtocol<L> {
     /// Writes only while `leadership` says this instance leads.
     pub fn with_leadership(mut self, leadership: Leadership) -> Self {
         self.leadership = leadership;
+        self
+    }
+
+    /// Uses only the optional paths `paths` leaves on (as RBAC grants them):
+    /// without claims, a re-created PV's reclaim policy comes back once the
+    /// PV binder marks it `Bound`.
+    pub fn with_paths(mut self, paths: Paths) -> Self {
+        self.events = self.events.with_apis(paths.events);
+        self.paths = paths;
         self
     }
 
@@ -414,7 +426,7 @@ impl<L: IntentLog> ReplaceProtocol<L> {
         if let Err(error) = self.settle(&created).await {
             warn!(pv = %name, %error, "reclaim policy not restored yet; the next pass does it");
         }
-        announce_replacement(&self.client, &created, &self.instance).await;
+        self.events.announce_replacement(&created).await;
         info!(pv = %name, %volume, trigger = ?replacement.trigger, "PV replaced");
         Ok(created)
     }
@@ -612,6 +624,9 @@ impl<L: IntentLog> ReplaceProtocol<L> {
     /// conditional on the version the decision saw, and a refused one is
     /// decided again on the PV read afresh.
     async fn settle(&self, pv: &PersistentVolume) -> Result<Option<ClaimProblem>, ReplaceError> {
+        if !self.paths.claims {
+            return self.settle_by_binder(pv).await;
+        }
         let name = pv.metadata.name.clone().unwrap_or_default();
         let claim = match self.nudge_claim(pv).await {
             ClaimRead::Found(claim) => Some(*claim),
@@ -622,7 +637,7 @@ impl<L: IntentLog> ReplaceProtocol<L> {
         for _ in 0..SETTLE_ATTEMPTS {
             let written = match restore_step(&pv, claim.as_ref()) {
                 RestoreStep::NotHeld => {
-                    if let Some(claim) = &claim {
+                    if let Some(claim) = claim.as_ref().filter(|_| self.paths.mark_bound) {
                         // Best effort: the binder marks it itself otherwise.
                         let _ = self.mark_bound(&pv, claim).await;
                     }
@@ -633,14 +648,51 @@ impl<L: IntentLog> ReplaceProtocol<L> {
                     return Ok(Some(problem));
                 }
                 RestoreStep::MarkBoundThenRestore { .. } => match &claim {
-                    Some(claim) => self.mark_bound(&pv, claim).await,
-                    None => return Ok(None),
+                    Some(claim) if self.paths.mark_bound => self.mark_bound(&pv, claim).await,
+                    // The binder's own mark brings it back to this step as `Restore`.
+                    _ => return Ok(None),
                 },
                 RestoreStep::Restore { policy } => self.restore_policy(&pv, &policy).await.map(|()| None),
+                RestoreStep::AwaitBinder => return Ok(None),
             };
             match written {
                 Ok(Some(next)) => pv = next,
                 Ok(None) => return Ok(None),
+                Err(ReplaceError::Changed { .. }) => {
+                    match self.read_pv(&name, "reading the re-created PV").await? {
+                        Some(current) => pv = current,
+                        None => return Ok(None),
+                    }
+                }
+                Err(error) => return Err(error),
+            }
+        }
+        debug!(pv = %name, "PV kept changing while its reclaim policy was restored; the next pass goes on");
+        Ok(None)
+    }
+
+    /// [`Self::settle`] when claims cannot be read: the PV binder's phase
+    /// says whether the claim owns the PV ([`restore_step_by_binder`]).
+    /// Until the binder decides, nothing is written; the PV's next change
+    /// (or the next pass) decides again.
+    async fn settle_by_binder(&self, pv: &PersistentVolume) -> Result<Option<ClaimProblem>, ReplaceError> {
+        let name = pv.metadata.name.clone().unwrap_or_default();
+        let mut pv = pv.clone();
+        for _ in 0..SETTLE_ATTEMPTS {
+            let policy = match restore_step_by_binder(&pv) {
+                RestoreStep::Restore { policy } => policy,
+                RestoreStep::Hold(problem) => {
+                    warn!(pv = %name, %problem, "PV kept at reclaim policy Retain");
+                    return Ok(Some(problem));
+                }
+                RestoreStep::AwaitBinder => {
+                    debug!(pv = %name, "waiting for the PV binder to bind the re-created PV");
+                    return Ok(None);
+                }
+                RestoreStep::NotHeld | RestoreStep::MarkBoundThenRestore { .. } => return Ok(None),
+            };
+            match self.restore_policy(&pv, &policy).await {
+                Ok(()) => return Ok(None),
                 Err(ReplaceError::Changed { .. }) => {
                     match self.read_pv(&name, "reading the re-created PV").await? {
                         Some(current) => pv = current,

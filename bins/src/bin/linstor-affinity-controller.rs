@@ -17,6 +17,7 @@ use affinity_kube::http::{Readiness, bind_health, bind_metrics};
 use affinity_kube::leader::{LeaderElector, LeaseSettings};
 use affinity_kube::metrics::Metrics;
 use affinity_kube::migrate::migrate_properties;
+use affinity_kube::permissions::{self, Grants};
 use affinity_kube::replace::StepObserver;
 use affinity_kube::throttle::ThrottleLayer;
 use clap::{Parser, Subcommand, ValueEnum};
@@ -25,7 +26,7 @@ use linstor_affinity_cli::kube_args::KubeArgs;
 use linstor_affinity_cli::memory::{release_free_memory, use_one_arena};
 use linstor_affinity_cli::signals::stop_requested;
 use tokio_util::sync::CancellationToken;
-use tracing::{error, info};
+use tracing::{error, info, warn};
 use tracing_subscriber::EnvFilter;
 
 const LINSTOR_ENV_HELP: &str = concat!(
@@ -160,6 +161,9 @@ const EXIT_FAILURE: u8 = 1;
 const EXIT_CONFIG: u8 = 2;
 const EXIT_BIND: u8 = 3;
 
+/// Pause between attempts to ask the API server for the permissions.
+const PERMISSION_RETRY: Duration = Duration::from_secs(2);
+
 /// Threads of the async runtime: the controller mostly waits for the network, and one thread per
 /// core of a large node would only add stacks and allocator state.
 const RUNTIME_THREADS: usize = 2;
@@ -276,6 +280,22 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         affinity_kube::leader::Leadership::always()
     };
 
+    let lease_namespace =
+        non_empty(&cli.lease_lock_namespace).unwrap_or_else(linstor_affinity_cli::lease::own_namespace);
+    let Some(grants) = ask_permissions(&kube, &lease_namespace, &shutdown).await else {
+        return Ok(());
+    };
+    let paths = grants.paths(cli.leader_election).map_err(|e| {
+        failure(
+            EXIT_FAILURE,
+            format!("the controller's RBAC role is not enough: {e}"),
+        )
+    })?;
+    for cost in paths.off_explained() {
+        warn!(path_off = cost, "RBAC does not grant a faster path");
+    }
+    metrics.set_paths(&paths);
+
     let settings = ControllerSettings {
         reconcile_rate: cli.reconcile_rate,
         resync_rate: cli.resync_rate,
@@ -284,6 +304,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         workers: usize::try_from(cli.workers).unwrap_or(usize::MAX),
         property_namespace: non_empty(&cli.property_namespace),
         instance: format!("linstor-affinity-controller@{identity}"),
+        paths,
     };
     let observer = step_observer(&cli);
     let parts = ControllerParts {
@@ -302,6 +323,30 @@ async fn run(cli: Cli) -> Result<(), Failure> {
     tokio::time::sleep(Duration::from_millis(200)).await;
     info!("stopped");
     Ok(())
+}
+
+/// Asks the API server what this controller may do, again every few
+/// seconds while it cannot answer; `None` on shutdown. Where the question
+/// itself is forbidden, every path is tried as if granted.
+async fn ask_permissions(
+    kube: &kube::Client,
+    lease_namespace: &str,
+    shutdown: &CancellationToken,
+) -> Option<Grants> {
+    loop {
+        match permissions::probe(kube, lease_namespace).await {
+            Ok(grants) => return Some(grants),
+            Err(error) if matches!(&*error.source, kube::Error::Api(status) if status.code == 403) => {
+                warn!(%error, "cannot ask which permissions are granted: assuming all are");
+                return Some(Grants::all());
+            }
+            Err(error) => warn!(%error, "cannot ask which permissions are granted yet; retrying"),
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => return None,
+            () = tokio::time::sleep(PERMISSION_RETRY) => {}
+        }
+    }
 }
 
 async fn migrate(linstor: &linstor_api::Client) -> Result<(), Failure> {

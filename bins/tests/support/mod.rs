@@ -244,11 +244,28 @@ impl Scenario {
         self.start_controller("0s", linstor_url, extra)
     }
 
+    /// [`Self::controller`] talking to Kubernetes through `kubeconfig` (for
+    /// example one acting as a ServiceAccount) instead of as the admin.
+    pub fn controller_as(&self, kubeconfig: &std::path::Path, extra: &[&str]) -> ControllerProcess {
+        let url = self.sim.http_url().unwrap();
+        self.start_controller_with(kubeconfig.to_str().unwrap(), "0s", &url, extra)
+    }
+
     fn start_controller(&self, grace_period: &str, linstor_url: &str, extra: &[&str]) -> ControllerProcess {
         let kubeconfig = self.env.cluster().kubeconfig().to_str().unwrap().to_owned();
+        self.start_controller_with(&kubeconfig, grace_period, linstor_url, extra)
+    }
+
+    fn start_controller_with(
+        &self,
+        kubeconfig: &str,
+        grace_period: &str,
+        linstor_url: &str,
+        extra: &[&str],
+    ) -> ControllerProcess {
         let mut args: Vec<String> = [
             "--kubeconfig",
-            &kubeconfig,
+            kubeconfig,
             "--reconcile-rate",
             "1s",
             "--grace-period",

@@ -592,6 +592,7 @@ impl TestEnv {
         let _ = Api::<StorageClass>::all(self.client.clone())
             .delete_collection(&DeleteParams::default(), &lp)
             .await;
+        self.delete_cluster_roles().await;
     }
 }
 

@@ -28,6 +28,7 @@ mod cluster;
 mod env;
 mod objects;
 mod process;
+mod rbac;
 mod reclaim;
 
 pub use cluster::{BIN_DIR_ENV, Cluster, ClusterError, KEEP_LOGS_ENV, KUBECONFIG_ENV, scripts_dir};
@@ -36,6 +37,7 @@ pub use objects::{
     CSI_DRIVER, TEST_LABEL, VolumeOptions, hostname_affinity, micro_time_now, persistent_volume, time_now,
 };
 pub use process::LoggedProcess;
+pub use rbac::ServiceAccountAccess;
 pub use reclaim::{
     DeleteVolume, PROVISIONED_BY_ANNOTATION, PROVISIONER_FINALIZER, Reclaim, ReclaimEmulator, ReclaimReason,
     SKIP_RECLAIM_ANNOTATION, linstor_volume_deleter,
