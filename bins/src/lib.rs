@@ -10,7 +10,7 @@
 //! - [`report`] turns a plan into the stable report that every output format shows;
 //! - [`render`] prints a report as a table, JSON or YAML;
 //! - [`manifests`] writes replacement PVs for review;
-//! - [`duration`] parses durations such as `1m` or `90s`;
+//! - [`duration`] parses durations as Go does, such as `1m`, `90s` or `1.5h`;
 //! - [`memory`] keeps the controller's resident memory close to what it keeps;
 //! - [`signals`] waits for SIGTERM or Ctrl-C;
 //! - [`progress`] shows a spinner on a terminal while the tool waits;
