@@ -22,6 +22,7 @@ use affinity_kube::throttle::ThrottleLayer;
 use clap::{Parser, Subcommand, ValueEnum};
 use linstor_affinity_cli::duration::parse_duration;
 use linstor_affinity_cli::kube_args::KubeArgs;
+use linstor_affinity_cli::lease::Sources;
 use linstor_affinity_cli::memory::{release_free_memory, use_one_arena};
 use linstor_affinity_cli::signals::stop_requested;
 use tokio_util::sync::CancellationToken;
@@ -86,16 +87,18 @@ struct Cli {
     #[arg(long)]
     leader_election: bool,
 
-    /// Identity of this instance in the Lease (default: $NAME, else the host name).
-    #[arg(long, value_name = "ID", default_value = "")]
+    /// Identity of this instance in the Lease (default: $LEASE_HOLDER_IDENTITY, else the host
+    /// name).
+    #[arg(long, value_name = "ID", default_value = "", hide_default_value = true)]
     leader_election_id: String,
 
-    /// Name of the Lease.
-    #[arg(long, value_name = "NAME", default_value = "linstor-affinity-controller")]
+    /// Name of the Lease (default: $LEASE_LOCK_NAME, else linstor-affinity-controller).
+    #[arg(long, value_name = "NAME", default_value = "", hide_default_value = true)]
     lease_lock_name: String,
 
-    /// Namespace of the Lease (default: $NAMESPACE, else the pod's namespace, else `default`).
-    #[arg(long, value_name = "NAMESPACE", default_value = "")]
+    /// Namespace of the Lease (default: $POD_NAMESPACE, else the service account's namespace, else
+    /// `default`).
+    #[arg(long, value_name = "NAMESPACE", default_value = "", hide_default_value = true)]
     lease_lock_namespace: String,
 
     /// How long a Lease holds without renewal.
@@ -254,14 +257,12 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         tokio::spawn(serve);
     }
 
-    let identity = non_empty(&cli.leader_election_id)
-        .or_else(|| std::env::var("NAME").ok().filter(|name| !name.is_empty()))
-        .unwrap_or_else(host_name);
+    let identity = Sources::PROCESS.identity(&cli.leader_election_id);
     let leadership = if cli.leader_election {
+        let lock = Sources::PROCESS.lock(&cli.lease_lock_name, &cli.lease_lock_namespace);
         let settings = LeaseSettings {
-            namespace: non_empty(&cli.lease_lock_namespace)
-                .unwrap_or_else(linstor_affinity_cli::lease::own_namespace),
-            name: cli.lease_lock_name.clone(),
+            namespace: lock.namespace,
+            name: lock.name,
             identity: identity.clone(),
             lease_duration: cli.leader_election_lease_duration,
             renew_deadline: cli.leader_election_renew_deadline,
@@ -329,14 +330,6 @@ async fn migrate(linstor: &linstor_api::Client) -> Result<(), Failure> {
 
 fn non_empty(text: &str) -> Option<String> {
     (!text.is_empty()).then(|| text.to_owned())
-}
-
-fn host_name() -> String {
-    hostname::get()
-        .ok()
-        .and_then(|name| name.into_string().ok())
-        .filter(|name| !name.is_empty())
-        .unwrap_or_else(|| "linstor-affinity-controller".to_owned())
 }
 
 async fn cancel_on_signal(shutdown: CancellationToken) {

@@ -15,7 +15,7 @@ use clap::{Parser, Subcommand};
 use linstor_affinity_cli::discard::{self, DiscardError};
 use linstor_affinity_cli::duration::parse_duration;
 use linstor_affinity_cli::kube_args::KubeArgs;
-use linstor_affinity_cli::lease::{self, FenceArgs, FenceError};
+use linstor_affinity_cli::lease::{self, FenceArgs, FenceError, Sources};
 use linstor_affinity_cli::live::{LiveCluster, LiveError, kube_client};
 use linstor_affinity_cli::plan::{self, DecisionOptions, PlanError, PlanOptions, Source, Status};
 use linstor_affinity_cli::progress::Spinner;
@@ -493,7 +493,7 @@ struct Fence<'a> {
 impl<'a> Fence<'a> {
     /// The check `args` ask for; with --ignore-lease it says once on stderr that it checks nothing.
     fn new(args: &FenceArgs, kube: Option<&'a kube::Client>) -> Self {
-        let lock = args.lock();
+        let lock = args.lock(&Sources::PROCESS);
         if args.ignore_lease {
             eprintln!(
                 "warning: --ignore-lease: not checking whether a controller holds Lease {}/{}",
@@ -622,7 +622,17 @@ mod tests {
             panic!("not replace: {cli:?}");
         };
         assert!(!args.fence.ignore_lease);
-        assert_eq!(args.fence.lease_lock_name, "linstor-affinity-controller");
-        assert_eq!(args.fence.lease_lock_namespace, "");
+        let nothing = Sources {
+            var: |_| None,
+            read_file: |_| None,
+            host_name: || None,
+        };
+        assert_eq!(
+            args.fence.lock(&nothing),
+            lease::LeaseLock {
+                namespace: "default".to_owned(),
+                name: "linstor-affinity-controller".to_owned(),
+            }
+        );
     }
 }
