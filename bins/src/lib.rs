@@ -11,6 +11,7 @@
 //! - [`render`] prints a report as a table, JSON or YAML;
 //! - [`manifests`] writes replacement PVs for review;
 //! - [`duration`] parses durations as Go does, such as `1m`, `90s` or `1.5h`;
+//! - [`go_flags`] reads command lines as Go's `flag` package does (`-flag`, `--flag=true`);
 //! - [`memory`] keeps the controller's resident memory close to what it keeps;
 //! - [`signals`] waits for SIGTERM or Ctrl-C;
 //! - [`progress`] shows a spinner on a terminal while the tool waits;
@@ -23,6 +24,7 @@ pub mod convert;
 pub mod discard;
 pub mod dump;
 pub mod duration;
+pub mod go_flags;
 pub mod kube_args;
 pub mod lease;
 pub mod live;

@@ -3,7 +3,11 @@
 //! do about it, replaces single PVs on request and discards the intent of a
 //! replace. The commands that write refuse while a controller holds its
 //! leader-election Lease (exit code 3), unless told to ignore it.
+//!
+//! Long flags take one dash or two (`-only-drift` is `--only-drift`), as in
+//! Go tools.
 
+use std::ffi::OsString;
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -11,9 +15,10 @@ use std::time::{Duration, SystemTime};
 
 use affinity_core::k8s_openapi::jiff::Timestamp;
 use affinity_core::{DecisionSettings, VolumeId};
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use linstor_affinity_cli::discard::{self, DiscardError};
 use linstor_affinity_cli::duration::parse_duration;
+use linstor_affinity_cli::go_flags::{self, FlagNames};
 use linstor_affinity_cli::kube_args::KubeArgs;
 use linstor_affinity_cli::lease::{self, FenceArgs, FenceError, Sources};
 use linstor_affinity_cli::live::{LiveCluster, LiveError, kube_client};
@@ -25,7 +30,7 @@ use tracing_subscriber::EnvFilter;
 
 /// Keeps Kubernetes PV node affinity in sync with LINSTOR replica placement.
 #[derive(Debug, Parser)]
-#[command(name = "linstor-affinity", version)]
+#[command(name = "linstor-affinity", version, after_long_help = CLI_HELP)]
 struct Cli {
     /// Log verbosity: -v for info, -vv for debug (RUST_LOG overrides).
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
@@ -51,6 +56,9 @@ enum Command {
 
 /// Exit code of a command that did not write because a controller holds its Lease.
 const EXIT_FENCED: u8 = 3;
+
+const CLI_HELP: &str = "\
+Long flags take one dash or two: -only-drift is --only-drift.";
 
 /// The LINSTOR environment, the same for every live command.
 macro_rules! linstor_env_help {
@@ -551,8 +559,16 @@ fn discard_intent(args: DiscardArgs) -> Result<Status, CliError> {
     Ok(Status::Clean)
 }
 
+/// Parses a command line, long flags with one dash or two.
+fn parse(args: Vec<OsString>) -> Result<Cli, clap::Error> {
+    let command = Cli::command();
+    let names = FlagNames::of(&command);
+    let matches = command.try_get_matches_from(go_flags::normalise(args, |name| names.is_long(name)))?;
+    Cli::from_arg_matches(&matches)
+}
+
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
+    let cli = match parse(std::env::args_os().collect()) {
         Ok(cli) => cli,
         Err(error) => {
             let _ = error.print();
@@ -634,5 +650,33 @@ mod tests {
                 name: "linstor-affinity-controller".to_owned(),
             }
         );
+    }
+
+    fn parsed(args: &[&str]) -> Result<Cli, clap::Error> {
+        parse(args.iter().map(OsString::from).collect())
+    }
+
+    #[test]
+    fn long_flags_take_one_dash_or_two_and_short_ones_stay() {
+        let cli = parsed(&[
+            "linstor-affinity",
+            "-vv",
+            "plan",
+            "-only-drift",
+            "-o",
+            "json",
+            "-grace-period=1.5m",
+            "-from-dir",
+            "dump",
+        ])
+        .unwrap();
+        assert_eq!(cli.verbose, 2);
+        let Command::Plan(args) = cli.command else {
+            panic!("not plan: {cli:?}");
+        };
+        assert!(args.only_drift);
+        assert_eq!(args.output, Format::Json);
+        assert_eq!(args.decision.grace_period, Duration::from_secs(90));
+        assert_eq!(args.from_dir, Some(PathBuf::from("dump")));
     }
 }
