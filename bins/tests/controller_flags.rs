@@ -1,23 +1,32 @@
 //! The controller binary with the command lines its users run it with (the Piraeus Operator's, the
-//! upstream chart's, the reference image's): no cluster is needed.
+//! upstream chart's, the reference image's), and without CA certificates: no cluster is needed.
 //! Kubernetes and LINSTOR are at 127.0.0.1:1, where nothing answers, so a run that got past its
 //! flags and its configuration logs `starting` with its settings and keeps retrying; a run that did
 //! not exits with code 2 and says why.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;
 
 use kube_harness::LoggedProcess;
+use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
 
 const BINARY: &str = env!("CARGO_BIN_EXE_linstor-affinity-controller");
 
 /// Where nothing answers.
 const NOWHERE_HTTP: &str = "http://127.0.0.1:1";
+const NOWHERE_HTTPS: &str = "https://127.0.0.1:1";
 
 /// How long the controller may take to log `starting`.
 const STARTUP: Duration = Duration::from_secs(30);
+
+/// The variables that make the platform trust store empty: rustls-native-certs (under the
+/// platform verifier, on Linux) reads only these locations when they are set.
+const NO_CA_CERTIFICATES: [(&str, &str); 2] = [
+    ("SSL_CERT_FILE", "/nonexistent"),
+    ("SSL_CERT_DIR", "/nonexistent"),
+];
 
 /// A temporary home with a kubeconfig whose cluster is `cluster` (YAML of its fields).
 struct Home {
@@ -203,4 +212,65 @@ fn unknown_flags_and_bad_values_exit_2_naming_the_flag() {
         assert!(stderr.contains(named), "{args:?}: {stderr}");
         assert!(!stderr.contains("starting"), "{args:?}: {stderr}");
     }
+}
+
+/// A CA certificate in a PEM file under `dir`.
+fn ca_file(dir: &Path) -> PathBuf {
+    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap();
+    let path = dir.join("ca.pem");
+    std::fs::write(&path, ca.pem()).unwrap();
+    path
+}
+
+#[tokio::test]
+async fn without_ca_certificates_http_and_connections_with_their_own_ca_start() {
+    let certificate_dir = tempfile::tempdir().unwrap();
+    let ca = ca_file(certificate_dir.path());
+    for cluster in [
+        format!("server: '{NOWHERE_HTTP}'"),
+        format!(
+            "server: '{NOWHERE_HTTPS}', certificate-authority: '{}'",
+            ca.display()
+        ),
+        format!("server: '{NOWHERE_HTTPS}', insecure-skip-tls-verify: true"),
+    ] {
+        let home = Home::new(&cluster);
+        let (process, _) = home
+            .start(&FREE_PORTS[..1], NOWHERE_HTTP, &NO_CA_CERTIFICATES)
+            .await;
+        let log = process.log();
+        assert!(!log.contains("trust store"), "{cluster}: {log}");
+        assert!(!log.contains("No CA certificates"), "{cluster}: {log}");
+    }
+}
+
+#[test]
+fn without_ca_certificates_the_https_connection_that_needs_them_is_named() {
+    let home = nowhere_http();
+    let output = home.run(
+        &FREE_PORTS[..1],
+        "https://127.0.0.1:1,http://127.0.0.1:2",
+        &NO_CA_CERTIFICATES,
+    );
+    let stderr = stderr_of(&output);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("platform trust store"), "{stderr}");
+    assert!(
+        stderr.contains("https LINSTOR controller(s) https://127.0.0.1:1/ "),
+        "{stderr}"
+    );
+    assert!(stderr.contains("LS_ROOT_CA nor LS_ROOT_CA_FILE"), "{stderr}");
+
+    let home = Home::new(&format!("server: '{NOWHERE_HTTPS}'"));
+    let output = home.run(&FREE_PORTS[..1], NOWHERE_HTTP, &NO_CA_CERTIFICATES);
+    let stderr = stderr_of(&output);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("Kubernetes API server https://127.0.0.1:1/: cannot create a client"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("No CA certificates were loaded"), "{stderr}");
+    assert!(stderr.contains("certificate-authority-data"), "{stderr}");
 }

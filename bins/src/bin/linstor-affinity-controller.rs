@@ -26,7 +26,7 @@ use affinity_kube::throttle::ThrottleLayer;
 use clap::{ArgAction, CommandFactory, Parser, Subcommand, ValueEnum};
 use linstor_affinity_cli::duration::parse_duration;
 use linstor_affinity_cli::go_flags::{self, FlagNames};
-use linstor_affinity_cli::kube_args::KubeArgs;
+use linstor_affinity_cli::kube_args::{self, KubeArgs};
 use linstor_affinity_cli::lease::Sources;
 use linstor_affinity_cli::memory::{release_free_memory, use_one_arena};
 use linstor_affinity_cli::signals::stop_requested;
@@ -266,10 +266,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
     let metrics = Arc::new(Metrics::new());
     let throttle =
         ThrottleLayer::new(cli.kube_api_qps, cli.kube_api_burst).counting(metrics.kubernetes_requests());
-    let kube = kube::client::ClientBuilder::try_from(config)
-        .map_err(|e| failure(EXIT_CONFIG, format!("Kubernetes client: {e}")))?
-        .with_layer(&throttle)
-        .build();
+    let kube = kube_args::client(config, Some(&throttle)).map_err(|e| failure(EXIT_CONFIG, e))?;
     let shutdown = CancellationToken::new();
     tokio::spawn(cancel_on_signal(shutdown.clone()));
 
