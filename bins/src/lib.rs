@@ -19,6 +19,10 @@
 //! - [`replace`] decides for one PV and runs the replace protocol;
 //! - [`discard`] removes the intent of a replace from a LINSTOR volume definition;
 //! - [`lease`] fences the commands that write while a controller holds its Lease.
+//!
+//! The `linstor-affinity` binary is also the kubectl plugin `kubectl linstor-affinity` (kubectl maps
+//! the dash of a plugin command to an underscore in its file name); install it with
+//! `ln -s "$(command -v linstor-affinity)" /usr/local/bin/kubectl-linstor_affinity`.
 
 pub mod convert;
 pub mod discard;

@@ -5,11 +5,13 @@
 //! leader-election Lease (exit code 3), unless told to ignore it.
 //!
 //! Long flags take one dash or two (`-only-drift` is `--only-drift`), as in
-//! Go tools.
+//! Go tools. Installed as `kubectl-linstor_affinity` on the PATH (a symlink
+//! to this binary), it is the kubectl plugin `kubectl linstor-affinity`,
+//! which finds the cluster as kubectl does (`$KUBECONFIG`, `~/.kube/config`).
 
 use std::ffi::OsString;
 use std::io::{BufRead, IsTerminal, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, SystemTime};
 
@@ -57,8 +59,21 @@ enum Command {
 /// Exit code of a command that did not write because a controller holds its Lease.
 const EXIT_FENCED: u8 = 3;
 
+/// The file name under which kubectl runs this binary as its plugin `linstor-affinity`.
+const PLUGIN_FILE_NAME: &str = "kubectl-linstor_affinity";
+
+/// The command as kubectl's plugin.
+const PLUGIN_COMMAND: &str = "kubectl linstor-affinity";
+
 const CLI_HELP: &str = "\
-Long flags take one dash or two: -only-drift is --only-drift.";
+Long flags take one dash or two: -only-drift is --only-drift.
+
+kubectl plugin: a symlink named kubectl-linstor_affinity on the PATH makes this tool
+`kubectl linstor-affinity` (kubectl maps the dash to an underscore in the file name):
+  ln -s \"$(command -v linstor-affinity)\" /usr/local/bin/kubectl-linstor_affinity
+  kubectl linstor-affinity plan --only-drift
+As a plugin it finds the cluster as kubectl does: $KUBECONFIG, else ~/.kube/config (kubectl's own
+flags are not passed on to plugins; give --kubeconfig or --context after the command).";
 
 /// The LINSTOR environment, the same for every live command.
 macro_rules! linstor_env_help {
@@ -559,9 +574,23 @@ fn discard_intent(args: DiscardArgs) -> Result<Status, CliError> {
     Ok(Status::Clean)
 }
 
+/// The command's name in usage and help: `kubectl linstor-affinity` when kubectl runs this binary
+/// as its plugin (file name `kubectl-linstor_affinity`), else the file name.
+fn bin_name(program: Option<&OsString>) -> Option<String> {
+    let file_name = Path::new(program?).file_name()?.to_str()?;
+    Some(if file_name == PLUGIN_FILE_NAME {
+        PLUGIN_COMMAND.to_owned()
+    } else {
+        file_name.to_owned()
+    })
+}
+
 /// Parses a command line, long flags with one dash or two.
 fn parse(args: Vec<OsString>) -> Result<Cli, clap::Error> {
-    let command = Cli::command();
+    let mut command = Cli::command();
+    if let Some(name) = bin_name(args.first()) {
+        command = command.bin_name(name);
+    }
     let names = FlagNames::of(&command);
     let matches = command.try_get_matches_from(go_flags::normalise(args, |name| names.is_long(name)))?;
     Cli::from_arg_matches(&matches)
@@ -678,5 +707,25 @@ mod tests {
         assert_eq!(args.output, Format::Json);
         assert_eq!(args.decision.grace_period, Duration::from_secs(90));
         assert_eq!(args.from_dir, Some(PathBuf::from("dump")));
+    }
+
+    #[test]
+    fn as_a_kubectl_plugin_usage_names_kubectl() {
+        for (program, name) in [
+            (
+                "/usr/local/bin/kubectl-linstor_affinity",
+                "kubectl linstor-affinity",
+            ),
+            ("kubectl-linstor_affinity", "kubectl linstor-affinity"),
+            ("/usr/bin/linstor-affinity", "linstor-affinity"),
+        ] {
+            let error = parsed(&[program, "plan", "--no-such-flag"])
+                .unwrap_err()
+                .to_string();
+            assert!(
+                error.contains(&format!("Usage: {name} plan")),
+                "{program}: {error}"
+            );
+        }
     }
 }
