@@ -1,12 +1,13 @@
 //! The kubeconfig flags kubectl has (`--kubeconfig`, `--context`, `--cluster`, `--user`), for any
 //! binary of the toolkit that talks to Kubernetes.
 //!
-//! Flatten [`KubeArgs`] into a clap command and call [`KubeArgs::config`]:
+//! Flatten [`KubeArgs`] into a clap command, call [`KubeArgs::config`] and build the client with
+//! [`client`]:
 //!
 //! ```no_run
 //! # async fn example() -> Result<(), Box<dyn std::error::Error>> {
 //! use clap::Parser;
-//! use linstor_affinity_cli::kube_args::KubeArgs;
+//! use linstor_affinity_cli::kube_args::{KubeArgs, client};
 //!
 //! #[derive(Parser)]
 //! struct Cli {
@@ -15,7 +16,7 @@
 //! }
 //!
 //! let cli = Cli::parse();
-//! let client = kube::Client::try_from(cli.kube.config().await?)?;
+//! let client = client(cli.kube.config().await?, None)?;
 //! # let _ = client;
 //! # Ok(())
 //! # }
@@ -24,7 +25,11 @@
 use std::fmt;
 use std::path::PathBuf;
 
+use affinity_kube::throttle::ThrottleLayer;
+use kube::client::ClientBuilder;
 use kube::config::{InferConfigError, KubeConfigOptions, Kubeconfig, KubeconfigError};
+
+use crate::live::error_chain;
 
 /// Where the Kubernetes API server and credentials come from, as kubectl's flags say it.
 ///
@@ -82,6 +87,58 @@ pub enum KubeArgsError {
         /// Why each source failed.
         source: InferConfigError,
     },
+    /// No client could be built from the configuration.
+    #[error(
+        "Kubernetes API server {api_server}: cannot create a client: {reason}{hint}",
+        hint = if *.trust_store { TRUST_STORE_HINT } else { "" }
+    )]
+    Client {
+        /// URL of the API server.
+        api_server: String,
+        /// Whether the platform's trust store was needed: an https server without a certificate
+        /// authority in the configuration.
+        trust_store: bool,
+        /// The client's error, with its causes.
+        reason: String,
+    },
+}
+
+/// What to do when the platform's trust store was needed and failed.
+const TRUST_STORE_HINT: &str = " (the kubeconfig names no certificate authority for this https server, so the \
+     system's CA certificates were needed: give its CA as certificate-authority or \
+     certificate-authority-data in the kubeconfig)";
+
+/// A client for `config`, its requests throttled by `throttle` when given. Nothing is contacted
+/// yet.
+///
+/// The platform's trust store is only loaded when the connection needs it: an https API server (or
+/// proxy) without a certificate authority in the configuration, and with verification on. Otherwise
+/// (plain http, a CA given, `insecure-skip-tls-verify`) the client never reads the system's CA
+/// certificates, so it also works in an image that has none.
+pub fn client(
+    mut config: kube::Config,
+    throttle: Option<&ThrottleLayer>,
+) -> Result<kube::Client, KubeArgsError> {
+    let https = [Some(&config.cluster_url), config.proxy_url.as_ref()]
+        .into_iter()
+        .flatten()
+        .any(|uri| uri.scheme_str() != Some("http"));
+    let trust_store = config.root_cert.is_none() && !config.accept_invalid_certs && https;
+    if !trust_store {
+        // Roots of its own, even none: kube-client would otherwise build a verifier from the
+        // platform's, which a connection without verification or without TLS never uses.
+        config.root_cert.get_or_insert_with(Vec::new);
+    }
+    let api_server = config.cluster_url.to_string();
+    let builder = ClientBuilder::try_from(config).map_err(|source| KubeArgsError::Client {
+        api_server,
+        trust_store,
+        reason: error_chain(&source),
+    })?;
+    Ok(match throttle {
+        Some(throttle) => builder.with_layer(throttle).build(),
+        None => builder.build(),
+    })
 }
 
 /// The context, cluster and user a command asked for; prints as ` (context "a", user "b")`, or

@@ -2,8 +2,9 @@
 //! Lease, since that controller may write the same PVs and LINSTOR properties at the same time.
 //!
 //! The Lease is the controller's (`coordination.k8s.io/v1`, named by the same `--lease-lock-name`
-//! and `--lease-lock-namespace` flags with the same defaults). It counts as held when its
-//! `holderIdentity` is set and `renewTime + leaseDurationSeconds` lies in the future.
+//! and `--lease-lock-namespace` flags with the same defaults, which [`Sources`] resolves). It
+//! counts as held when its `holderIdentity` is set and `renewTime + leaseDurationSeconds` lies in
+//! the future.
 //! [`held_by_other`] decides that from a Lease and the time; [`check`] reads the Lease and decides.
 //! A controller running without leader election holds no Lease and is not seen.
 
@@ -13,8 +14,11 @@ use kube::api::Api;
 
 use crate::live::error_chain;
 
-/// Default of `--lease-lock-name`, the controller's.
+/// Default of `--lease-lock-name` when `$LEASE_LOCK_NAME` is not set either, the controller's.
 pub const DEFAULT_LEASE_NAME: &str = "linstor-affinity-controller";
+
+/// The file holding the namespace of a pod's service account.
+pub const SERVICE_ACCOUNT_NAMESPACE_FILE: &str = "/var/run/secrets/kubernetes.io/serviceaccount/namespace";
 
 /// Where the controller's Lease is, and whether to look at it: the fencing flags of the commands
 /// that write.
@@ -26,44 +30,80 @@ pub struct FenceArgs {
     #[arg(long)]
     pub ignore_lease: bool,
 
-    /// Name of the controller's Lease (its --lease-lock-name).
-    #[arg(long, value_name = "NAME", default_value = DEFAULT_LEASE_NAME)]
+    /// Name of the controller's Lease (its --lease-lock-name; default: $LEASE_LOCK_NAME, else
+    /// linstor-affinity-controller).
+    #[arg(long, value_name = "NAME", default_value = "", hide_default_value = true)]
     pub lease_lock_name: String,
 
-    /// Namespace of the controller's Lease (its --lease-lock-namespace; default: $NAMESPACE, else
-    /// the pod's namespace, else `default`).
+    /// Namespace of the controller's Lease (its --lease-lock-namespace; default: $POD_NAMESPACE,
+    /// else the service account's namespace, else `default`).
     #[arg(long, value_name = "NAMESPACE", default_value = "", hide_default_value = true)]
     pub lease_lock_namespace: String,
 }
 
 impl FenceArgs {
-    /// The Lease these flags name, defaults resolved as the controller resolves them.
-    pub fn lock(&self) -> LeaseLock {
-        let namespace = if self.lease_lock_namespace.is_empty() {
-            own_namespace()
-        } else {
-            self.lease_lock_namespace.clone()
-        };
-        LeaseLock {
-            namespace,
-            name: self.lease_lock_name.clone(),
-        }
+    /// The Lease these flags name, defaults taken from `sources` as the controller takes them.
+    pub fn lock(&self, sources: &Sources) -> LeaseLock {
+        sources.lock(&self.lease_lock_name, &self.lease_lock_namespace)
     }
 }
 
-/// The controller's namespace default: `$NAMESPACE`, else the service account's namespace, else
-/// `default`.
-pub fn own_namespace() -> String {
-    std::env::var("NAMESPACE")
-        .ok()
-        .filter(|namespace| !namespace.is_empty())
-        .or_else(|| {
-            std::fs::read_to_string("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
-                .ok()
-                .map(|namespace| namespace.trim().to_owned())
-                .filter(|namespace| !namespace.is_empty())
-        })
-        .unwrap_or_else(|| "default".to_owned())
+/// Where the defaults of the leader-election flags come from: environment variables, files and the
+/// host name. [`Sources::PROCESS`] reads the process's; tests pass their own.
+#[derive(Clone, Copy, Debug)]
+pub struct Sources {
+    /// The value of an environment variable (`None` when unset).
+    pub var: fn(&str) -> Option<String>,
+    /// The text of a file (`None` when it cannot be read).
+    pub read_file: fn(&str) -> Option<String>,
+    /// The host name (`None` when unknown).
+    pub host_name: fn() -> Option<String>,
+}
+
+impl Sources {
+    /// The process's environment, files and host name.
+    pub const PROCESS: Sources = Sources {
+        var: |name| std::env::var(name).ok(),
+        read_file: |path| std::fs::read_to_string(path).ok(),
+        host_name: || hostname::get().ok().and_then(|name| name.into_string().ok()),
+    };
+
+    /// The identity of a Lease holder: `flag`, else `$LEASE_HOLDER_IDENTITY`, else the host name,
+    /// else `linstor-affinity-controller`.
+    pub fn identity(&self, flag: &str) -> String {
+        non_empty(flag.to_owned())
+            .or_else(|| self.var("LEASE_HOLDER_IDENTITY"))
+            .or_else(|| (self.host_name)().and_then(non_empty))
+            .unwrap_or_else(|| DEFAULT_LEASE_NAME.to_owned())
+    }
+
+    /// The Lease of the flags `--lease-lock-name` (`name`) and `--lease-lock-namespace`
+    /// (`namespace`): the name defaults to `$LEASE_LOCK_NAME`, else [`DEFAULT_LEASE_NAME`]; the
+    /// namespace to `$POD_NAMESPACE`, else the service account's namespace
+    /// ([`SERVICE_ACCOUNT_NAMESPACE_FILE`]), else `default`.
+    pub fn lock(&self, name: &str, namespace: &str) -> LeaseLock {
+        LeaseLock {
+            namespace: non_empty(namespace.to_owned())
+                .or_else(|| self.var("POD_NAMESPACE"))
+                .or_else(|| {
+                    (self.read_file)(SERVICE_ACCOUNT_NAMESPACE_FILE)
+                        .and_then(|text| non_empty(text.trim().to_owned()))
+                })
+                .unwrap_or_else(|| "default".to_owned()),
+            name: non_empty(name.to_owned())
+                .or_else(|| self.var("LEASE_LOCK_NAME"))
+                .unwrap_or_else(|| DEFAULT_LEASE_NAME.to_owned()),
+        }
+    }
+
+    /// A variable's value; empty counts as unset.
+    fn var(&self, name: &str) -> Option<String> {
+        (self.var)(name).and_then(non_empty)
+    }
+}
+
+fn non_empty(text: String) -> Option<String> {
+    (!text.is_empty()).then_some(text)
 }
 
 /// A Lease by namespace and name.
@@ -280,18 +320,91 @@ mod tests {
         assert!(error.ends_with("pass --ignore-lease to write anyway"), "{error}");
     }
 
+    fn unset(_: &str) -> Option<String> {
+        None
+    }
+
+    /// Sources with every variable set (to `$NAME-value`), a namespace file and a host name.
+    const EVERYTHING: Sources = Sources {
+        var: |name| Some(format!("{name}-value")),
+        read_file: |path| (path == SERVICE_ACCOUNT_NAMESPACE_FILE).then(|| " from-file\n".to_owned()),
+        host_name: || Some("host".to_owned()),
+    };
+
+    /// Sources with nothing set and nothing to read.
+    const NOTHING: Sources = Sources {
+        var: unset,
+        read_file: unset,
+        host_name: || None,
+    };
+
     #[test]
-    fn the_namespace_flag_wins_over_the_default() {
-        let args = FenceArgs {
-            ignore_lease: false,
-            lease_lock_name: "lock".to_owned(),
-            lease_lock_namespace: "piraeus".to_owned(),
-        };
+    fn flags_win_over_every_default() {
+        let lock = EVERYTHING.lock("lock", "piraeus");
         assert_eq!(
-            args.lock(),
+            lock,
             LeaseLock {
                 namespace: "piraeus".to_owned(),
                 name: "lock".to_owned(),
+            }
+        );
+        assert_eq!(EVERYTHING.identity("me"), "me");
+    }
+
+    #[test]
+    fn the_environment_comes_next() {
+        let lock = EVERYTHING.lock("", "");
+        assert_eq!(lock.namespace, "POD_NAMESPACE-value");
+        assert_eq!(lock.name, "LEASE_LOCK_NAME-value");
+        assert_eq!(EVERYTHING.identity(""), "LEASE_HOLDER_IDENTITY-value");
+    }
+
+    #[test]
+    fn then_the_service_account_file_and_the_host_name() {
+        let sources = Sources {
+            var: |name| (name == "UNRELATED").then(|| "x".to_owned()),
+            ..EVERYTHING
+        };
+        assert_eq!(sources.lock("", "").namespace, "from-file");
+        assert_eq!(sources.identity(""), "host");
+        // Empty variables count as unset.
+        let empty = Sources {
+            var: |_| Some(String::new()),
+            ..EVERYTHING
+        };
+        assert_eq!(empty.lock("", "").namespace, "from-file");
+        assert_eq!(empty.identity(""), "host");
+    }
+
+    #[test]
+    fn without_anything_the_upstream_defaults_hold() {
+        assert_eq!(
+            NOTHING.lock("", ""),
+            LeaseLock {
+                namespace: "default".to_owned(),
+                name: DEFAULT_LEASE_NAME.to_owned(),
+            }
+        );
+        let blank_file = Sources {
+            read_file: |_| Some(" \n".to_owned()),
+            ..NOTHING
+        };
+        assert_eq!(blank_file.lock("", "").namespace, "default");
+        assert_eq!(NOTHING.identity(""), "linstor-affinity-controller");
+    }
+
+    #[test]
+    fn the_fencing_flags_resolve_as_the_controllers() {
+        let args = FenceArgs {
+            ignore_lease: false,
+            lease_lock_name: String::new(),
+            lease_lock_namespace: "piraeus".to_owned(),
+        };
+        assert_eq!(
+            args.lock(&EVERYTHING),
+            LeaseLock {
+                namespace: "piraeus".to_owned(),
+                name: "LEASE_LOCK_NAME-value".to_owned(),
             }
         );
     }

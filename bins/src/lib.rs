@@ -10,7 +10,8 @@
 //! - [`report`] turns a plan into the stable report that every output format shows;
 //! - [`render`] prints a report as a table, JSON or YAML;
 //! - [`manifests`] writes replacement PVs for review;
-//! - [`duration`] parses durations such as `1m` or `90s`;
+//! - [`duration`] parses durations as Go does, such as `1m`, `90s` or `1.5h`;
+//! - [`go_flags`] reads command lines as Go's `flag` package does (`-flag`, `--flag=true`);
 //! - [`memory`] keeps the controller's resident memory close to what it keeps;
 //! - [`signals`] waits for SIGTERM or Ctrl-C;
 //! - [`progress`] shows a spinner on a terminal while the tool waits;
@@ -18,11 +19,16 @@
 //! - [`replace`] decides for one PV and runs the replace protocol;
 //! - [`discard`] removes the intent of a replace from a LINSTOR volume definition;
 //! - [`lease`] fences the commands that write while a controller holds its Lease.
+//!
+//! The `linstor-affinity` binary is also the kubectl plugin `kubectl linstor-affinity` (kubectl maps
+//! the dash of a plugin command to an underscore in its file name); install it with
+//! `ln -s "$(command -v linstor-affinity)" /usr/local/bin/kubectl-linstor_affinity`.
 
 pub mod convert;
 pub mod discard;
 pub mod dump;
 pub mod duration;
+pub mod go_flags;
 pub mod kube_args;
 pub mod lease;
 pub mod live;

@@ -11,7 +11,7 @@ use kube::api::{Api, ListParams};
 use serde::de::DeserializeOwned;
 
 use crate::convert::{ClusterState, CoreState};
-use crate::kube_args::{KubeArgs, KubeArgsError};
+use crate::kube_args::{KubeArgs, KubeArgsError, client};
 use crate::progress::Spinner;
 
 /// Objects per page when listing from the API server.
@@ -20,17 +20,9 @@ const PAGE_SIZE: u32 = 500;
 /// Why the live cluster could not be read.
 #[derive(Debug, thiserror::Error)]
 pub enum LiveError {
-    /// No Kubernetes client configuration.
+    /// No Kubernetes client configuration, or no client from it.
     #[error(transparent)]
     KubeConfig(#[from] KubeArgsError),
-    /// The Kubernetes client could not be built from its configuration.
-    #[error("Kubernetes API server {api_server}: cannot create a client: {}", error_chain(.source))]
-    KubeClient {
-        /// URL of the API server.
-        api_server: String,
-        /// The client's error.
-        source: kube::Error,
-    },
     /// The LS_* environment does not describe a usable LINSTOR client.
     #[error("LINSTOR client configuration (LS_* environment): {0}")]
     LinstorConfig(#[from] linstor_api::ConfigError),
@@ -78,11 +70,7 @@ pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
 pub async fn kube_client(kube_args: &KubeArgs) -> Result<(kube::Client, String), LiveError> {
     let config = kube_args.config().await?;
     let api_server = config.cluster_url.to_string();
-    let kube = kube::Client::try_from(config).map_err(|source| LiveError::KubeClient {
-        api_server: api_server.clone(),
-        source,
-    })?;
-    Ok((kube, api_server))
+    Ok((client(config, None)?, api_server))
 }
 
 /// Clients of the live cluster.

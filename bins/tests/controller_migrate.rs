@@ -301,11 +301,14 @@ async fn help_lists_every_flag_of_the_reference_controller() {
         "--kubeconfig",
         "--context",
     ] {
-        // Followed by a space or the end of the line: `--leader-election` must be its own flag.
+        // Followed by a space, an optional value (`[=<BOOL>]`) or the end of the line:
+        // `--leader-election` must be its own flag.
         assert!(
             help.lines().any(|line| {
                 let line = line.trim_start();
-                line.starts_with(&format!("{flag} ")) || line == flag
+                line.starts_with(&format!("{flag} "))
+                    || line.starts_with(&format!("{flag}[="))
+                    || line == flag
             }),
             "{flag} missing from --help:\n{help}"
         );

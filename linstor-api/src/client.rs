@@ -125,7 +125,7 @@ impl ClientBuilder {
             return Err(e);
         }
         let bases = self.controller_urls()?;
-        let tls = self.tls_config()?;
+        let tls = self.tls_config(&bases)?;
         let auth = match &self.auth {
             Auth::None => None,
             Auth::Basic { username, password } => {

@@ -14,6 +14,10 @@
 //! default scheme, `linstor+ssl://` means `https`; the default scheme is `https` when any TLS
 //! variable is set, else `http`; the default port is 3370 for `http` and 3371 for `https`.
 //! Empty variables count as unset; text variables take precedence over their `_FILE` forms.
+//!
+//! An `https` controller is verified with `LS_ROOT_CA[_FILE]` when set, else with the platform's
+//! trust store, which is only read when some controller is `https`: a client of `http`
+//! controllers works without any CA certificates installed.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -279,7 +283,7 @@ impl ClientBuilder {
     }
 
     /// Sets the CA certificates (PEM) that verify the controller; without them the
-    /// platform's trust store is used.
+    /// platform's trust store is used (for `https` controllers only).
     pub fn root_ca_pem(mut self, pem: impl Into<Vec<u8>>) -> Self {
         self.root_ca = Some(PemSource {
             name: "root CA".to_owned(),
@@ -357,12 +361,21 @@ impl ClientBuilder {
             })
     }
 
-    /// Builds the rustls client configuration (ring provider).
-    pub(crate) fn tls_config(&self) -> Result<rustls::ClientConfig, ConfigError> {
+    /// Builds the rustls client configuration (ring provider) for the controllers `bases`.
+    ///
+    /// The CA is `LS_ROOT_CA[_FILE]` when set; else the platform's trust store, but only when some
+    /// controller is `https` (a configuration without roots serves `http` controllers, and needs
+    /// no CA certificates installed).
+    pub(crate) fn tls_config(&self, bases: &[Url]) -> Result<rustls::ClientConfig, ConfigError> {
         let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
         let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
             .with_safe_default_protocol_versions()
             .map_err(|e| ConfigError::HttpClient(format!("TLS protocol versions: {e}")))?;
+        let https: Vec<String> = bases
+            .iter()
+            .filter(|url| url.scheme() == "https")
+            .map(Url::to_string)
+            .collect();
         let builder = match &self.root_ca {
             Some(src) => {
                 let certs = parse_certs(src)?;
@@ -375,12 +388,14 @@ impl ClientBuilder {
                 }
                 builder.with_root_certificates(roots)
             }
+            None if https.is_empty() => builder.with_root_certificates(rustls::RootCertStore::empty()),
             None => {
-                let verifier =
-                    rustls_platform_verifier::Verifier::new(provider).map_err(|e| ConfigError::Tls {
-                        source_name: "platform trust store".to_owned(),
+                let verifier = rustls_platform_verifier::Verifier::new(provider).map_err(|e| {
+                    ConfigError::TrustStore {
+                        controllers: https.join(", "),
                         reason: e.to_string(),
-                    })?;
+                    }
+                })?;
                 builder
                     .dangerous()
                     .with_custom_certificate_verifier(std::sync::Arc::new(verifier))
@@ -555,6 +570,27 @@ mod tests {
     fn explicit_default_http_port_is_kept() {
         let u = parse_controller("http://h:80", false).unwrap();
         assert_eq!(u.port_or_known_default(), Some(80));
+    }
+
+    #[test]
+    fn http_controllers_need_no_trust_store_and_https_ones_are_named_when_it_fails() {
+        let builder = ClientBuilder::new().controllers(["http://a", "b:3370"]);
+        let bases = builder.controller_urls().unwrap();
+        assert!(builder.tls_config(&bases).is_ok());
+        let error = ConfigError::TrustStore {
+            controllers: "https://c:3371/".to_owned(),
+            reason: "No CA certificates were loaded from the system".to_owned(),
+        }
+        .to_string();
+        assert!(
+            error.starts_with("platform trust store: No CA certificates"),
+            "{error}"
+        );
+        assert!(
+            error.contains("https LINSTOR controller(s) https://c:3371/"),
+            "{error}"
+        );
+        assert!(error.contains("LS_ROOT_CA nor LS_ROOT_CA_FILE"), "{error}");
     }
 
     #[test]

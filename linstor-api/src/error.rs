@@ -62,6 +62,19 @@ pub enum ConfigError {
         /// What is wrong with it.
         reason: String,
     },
+    /// The platform's trust store, needed to verify https controllers when no CA is given, cannot
+    /// be used (for example in an image without CA certificates).
+    #[error(
+        "platform trust store: {reason}; it is needed to verify the https LINSTOR controller(s) \
+         {controllers} because neither LS_ROOT_CA nor LS_ROOT_CA_FILE is set: set one of them to the \
+         controller's CA certificate (PEM), install CA certificates, or use http"
+    )]
+    TrustStore {
+        /// The https controller URLs, comma-separated.
+        controllers: String,
+        /// Why the trust store cannot be used.
+        reason: String,
+    },
     /// The HTTP client could not be built.
     #[error("cannot build the HTTP client: {0}")]
     HttpClient(String),

@@ -1,13 +1,17 @@
 //! `linstor-affinity-controller`: keeps the node affinity of LINSTOR CSI
 //! PersistentVolumes in sync with where LINSTOR keeps their data, replacing
 //! PVs in place when it changed. Accepts the flags and the LS_* environment
-//! of the Go `linstor-affinity-controller`.
+//! of the Go `linstor-affinity-controller`, read as Go reads them: `-flag` or
+//! `--flag`, `=value` or a separate value, booleans as `--flag` or
+//! `--flag=true|false`, durations such as `90s` or `1.5m`; a repeated flag
+//! takes its last value.
 //!
 //! Exit codes: 0 after a clean shutdown (SIGTERM, Ctrl-C) or a complete
 //! migration; 1 when it cannot go on (or a migration left failures); 2 for
 //! unusable flags, kubeconfig or LS_* environment; 3 when an endpoint
 //! address cannot be bound.
 
+use std::ffi::OsString;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,9 +24,11 @@ use affinity_kube::migrate::migrate_properties;
 use affinity_kube::permissions::{self, Grants};
 use affinity_kube::replace::StepObserver;
 use affinity_kube::throttle::ThrottleLayer;
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{ArgAction, CommandFactory, Parser, Subcommand, ValueEnum};
 use linstor_affinity_cli::duration::parse_duration;
-use linstor_affinity_cli::kube_args::KubeArgs;
+use linstor_affinity_cli::go_flags::{self, FlagNames};
+use linstor_affinity_cli::kube_args::{self, KubeArgs};
+use linstor_affinity_cli::lease::Sources;
 use linstor_affinity_cli::memory::{release_free_memory, use_one_arena};
 use linstor_affinity_cli::signals::stop_requested;
 use tokio_util::sync::CancellationToken;
@@ -33,6 +39,11 @@ const LINSTOR_ENV_HELP: &str = concat!(
     "LINSTOR connection, the environment of the Go LINSTOR client:\n",
     linstor_affinity_cli::linstor_environment_help!(),
     "\n\
+Flags are read as Go reads them: -flag is --flag, a value follows after = or as the next argument,
+a boolean is --flag or --flag=BOOL (1, t, T, TRUE, true, True, 0, f, F, FALSE, false, False; never
+a separate argument), a repeated flag takes its last value. Durations as Go writes them: 90s, 1.5m,
+1h30m, 500ms.
+
 Endpoints: /healthz and /readyz (ready once the PV cache synced) on --bind-address; /metrics on
 --metrics-address when set.
 
@@ -47,7 +58,12 @@ cannot be bound."
 /// keeps the volume on and, when they differ, replaces the PV in place (the saved replacement on the
 /// LINSTOR volume definition makes every step recoverable). PV changes are acted on at once.
 #[derive(Debug, Parser)]
-#[command(name = "linstor-affinity-controller", version, after_long_help = LINSTOR_ENV_HELP)]
+#[command(
+    name = "linstor-affinity-controller",
+    version,
+    after_long_help = LINSTOR_ENV_HELP,
+    args_override_self = true
+)]
 struct Cli {
     /// How often every PV is checked against LINSTOR.
     #[arg(long, value_name = "DURATION", default_value = "15s", value_parser = parse_duration)]
@@ -84,19 +100,30 @@ struct Cli {
     workers: u32,
 
     /// Elect a leader among the instances through a Lease; only the leader writes.
-    #[arg(long)]
+    #[arg(
+        long,
+        value_name = "BOOL",
+        action = ArgAction::Set,
+        num_args = 0..=1,
+        require_equals = true,
+        default_value = "false",
+        default_missing_value = "true",
+        value_parser = go_flags::parse_bool
+    )]
     leader_election: bool,
 
-    /// Identity of this instance in the Lease (default: $NAME, else the host name).
-    #[arg(long, value_name = "ID", default_value = "")]
+    /// Identity of this instance in the Lease (default: $LEASE_HOLDER_IDENTITY, else the host
+    /// name).
+    #[arg(long, value_name = "ID", default_value = "", hide_default_value = true)]
     leader_election_id: String,
 
-    /// Name of the Lease.
-    #[arg(long, value_name = "NAME", default_value = "linstor-affinity-controller")]
+    /// Name of the Lease (default: $LEASE_LOCK_NAME, else linstor-affinity-controller).
+    #[arg(long, value_name = "NAME", default_value = "", hide_default_value = true)]
     lease_lock_name: String,
 
-    /// Namespace of the Lease (default: $NAMESPACE, else the pod's namespace, else `default`).
-    #[arg(long, value_name = "NAMESPACE", default_value = "")]
+    /// Namespace of the Lease (default: $POD_NAMESPACE, else the service account's namespace, else
+    /// `default`).
+    #[arg(long, value_name = "NAMESPACE", default_value = "", hide_default_value = true)]
     lease_lock_namespace: String,
 
     /// How long a Lease holds without renewal.
@@ -168,9 +195,15 @@ const PERMISSION_RETRY: Duration = Duration::from_secs(2);
 /// core of a large node would only add stacks and allocator state.
 const RUNTIME_THREADS: usize = 2;
 
+/// Parses a command line as Go's `flag` package reads it (see [`go_flags`]).
+fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Cli, clap::Error> {
+    let names = FlagNames::of(&Cli::command());
+    Cli::try_parse_from(go_flags::normalise(args, |name| names.is_go_long(name)))
+}
+
 fn main() -> ExitCode {
     use_one_arena();
-    let cli = Cli::parse();
+    let cli = parse(std::env::args_os()).unwrap_or_else(|error| error.exit());
     init_logging(cli.verbosity, cli.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(RUNTIME_THREADS)
@@ -237,10 +270,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
     let metrics = Arc::new(Metrics::new());
     let throttle =
         ThrottleLayer::new(cli.kube_api_qps, cli.kube_api_burst).counting(metrics.kubernetes_requests());
-    let kube = kube::client::ClientBuilder::try_from(config)
-        .map_err(|e| failure(EXIT_CONFIG, format!("Kubernetes client: {e}")))?
-        .with_layer(&throttle)
-        .build();
+    let kube = kube_args::client(config, Some(&throttle)).map_err(|e| failure(EXIT_CONFIG, e))?;
     let shutdown = CancellationToken::new();
     tokio::spawn(cancel_on_signal(shutdown.clone()));
 
@@ -258,14 +288,12 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         tokio::spawn(serve);
     }
 
-    let identity = non_empty(&cli.leader_election_id)
-        .or_else(|| std::env::var("NAME").ok().filter(|name| !name.is_empty()))
-        .unwrap_or_else(host_name);
+    let identity = Sources::PROCESS.identity(&cli.leader_election_id);
     let leadership = if cli.leader_election {
+        let lock = Sources::PROCESS.lock(&cli.lease_lock_name, &cli.lease_lock_namespace);
         let settings = LeaseSettings {
-            namespace: non_empty(&cli.lease_lock_namespace)
-                .unwrap_or_else(linstor_affinity_cli::lease::own_namespace),
-            name: cli.lease_lock_name.clone(),
+            namespace: lock.namespace,
+            name: lock.name,
             identity: identity.clone(),
             lease_duration: cli.leader_election_lease_duration,
             renew_deadline: cli.leader_election_renew_deadline,
@@ -316,7 +344,17 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         observer,
         after_pass: Some(Arc::new(release_free_memory)),
     };
-    info!(version = env!("CARGO_PKG_VERSION"), "starting");
+    info!(
+        version = env!("CARGO_PKG_VERSION"),
+        reconcile_rate = ?settings.reconcile_rate,
+        resync_rate = ?settings.resync_rate,
+        timeout = ?settings.timeout,
+        grace_period = ?settings.grace_period,
+        workers = settings.workers,
+        property_namespace = settings.property_namespace.as_deref().unwrap_or("(guessed)"),
+        leader_election = cli.leader_election,
+        "starting"
+    );
     Controller::new(settings, parts).run(shutdown.clone()).await;
     // Let the elector release the Lease before the runtime stops.
     shutdown.cancel();
@@ -376,14 +414,6 @@ fn non_empty(text: &str) -> Option<String> {
     (!text.is_empty()).then(|| text.to_owned())
 }
 
-fn host_name() -> String {
-    hostname::get()
-        .ok()
-        .and_then(|name| name.into_string().ok())
-        .filter(|name| !name.is_empty())
-        .unwrap_or_else(|| "linstor-affinity-controller".to_owned())
-}
-
 async fn cancel_on_signal(shutdown: CancellationToken) {
     stop_requested().await;
     info!("shutdown requested");
@@ -427,6 +457,8 @@ mod test_hooks {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use clap::Parser;
     use clap::error::ErrorKind;
 
@@ -459,5 +491,122 @@ mod tests {
     fn the_arguments_are_consistent() {
         use clap::CommandFactory;
         Cli::command().debug_assert();
+    }
+
+    fn parsed(args: &[&str]) -> Result<Cli, clap::Error> {
+        super::parse(
+            ["/linstor-affinity-controller"]
+                .iter()
+                .chain(args)
+                .map(std::ffi::OsString::from),
+        )
+    }
+
+    #[test]
+    fn the_piraeus_operators_arguments_parse() {
+        let cli = parsed(&[
+            "--v=1",
+            "--leader-election=true",
+            "--property-namespace=Aux/topology",
+            "--bind-address=:8000",
+            "--metrics-address=:8081",
+        ])
+        .unwrap();
+        assert_eq!(cli.verbosity, 1);
+        assert!(cli.leader_election);
+        assert_eq!(cli.property_namespace, "Aux/topology");
+        assert_eq!(cli.bind_address, ":8000");
+        assert_eq!(cli.metrics_address, ":8081");
+    }
+
+    #[test]
+    fn the_charts_arguments_parse() {
+        let cli = parsed(&[
+            "--v=1",
+            "--leader-election=true",
+            "--reconcile-rate=15s",
+            "--resync-rate=15m",
+            "--workers=10",
+            "--timeout=1.5m",
+        ])
+        .unwrap();
+        assert!(cli.leader_election);
+        assert_eq!(cli.reconcile_rate, Duration::from_secs(15));
+        assert_eq!(cli.resync_rate, Duration::from_secs(900));
+        assert_eq!(cli.timeout, Duration::from_secs(90));
+        assert_eq!(cli.workers, 10);
+    }
+
+    #[test]
+    fn single_and_double_dashes_and_separate_values_are_the_same() {
+        for args in [&["-v=3"][..], &["--v=3"], &["-v", "3"], &["--v", "3"]] {
+            assert_eq!(parsed(args).unwrap().verbosity, 3, "{args:?}");
+        }
+        assert_eq!(parsed(&[]).unwrap().verbosity, 2);
+        let cli = parsed(&[
+            "-workers",
+            "4",
+            "-lease-lock-name=x",
+            "-leader-election",
+            "-timeout=2m",
+        ])
+        .unwrap();
+        assert_eq!((cli.workers, cli.lease_lock_name.as_str()), (4, "x"));
+        assert!(cli.leader_election);
+        assert_eq!(cli.timeout, Duration::from_secs(120));
+    }
+
+    #[test]
+    fn booleans_take_every_go_spelling_after_an_equals_sign_only() {
+        for (text, value) in [
+            ("1", true),
+            ("t", true),
+            ("True", true),
+            ("0", false),
+            ("F", false),
+        ] {
+            let cli = parsed(&[&format!("--leader-election={text}")]).unwrap();
+            assert_eq!(cli.leader_election, value, "{text}");
+        }
+        assert!(!parsed(&[]).unwrap().leader_election);
+        let error = parsed(&["--leader-election", "true"]).unwrap_err();
+        assert!(error.to_string().contains("'true'"), "{error}");
+    }
+
+    #[test]
+    fn a_repeated_flag_takes_its_last_value() {
+        let cli = parsed(&[
+            "--workers=3",
+            "-workers=5",
+            "--leader-election",
+            "--leader-election=false",
+        ])
+        .unwrap();
+        assert_eq!(cli.workers, 5);
+        assert!(!cli.leader_election);
+    }
+
+    #[test]
+    fn unknown_flags_are_named_and_help_stays_short_and_long() {
+        for (args, flag) in [
+            (["-no-such-flag"], "'--no-such-flag'"),
+            (["--nope=1"], "'--nope'"),
+        ] {
+            let error = parsed(&args).unwrap_err();
+            assert_eq!(error.kind(), ErrorKind::UnknownArgument, "{error}");
+            assert!(error.to_string().contains(flag), "{error}");
+        }
+        for help in ["-h", "--help", "-help"] {
+            assert_eq!(
+                parsed(&[help]).unwrap_err().kind(),
+                ErrorKind::DisplayHelp,
+                "{help}"
+            );
+        }
+        let subcommand = parsed(&["-v=3", "migrate-properties"]).unwrap();
+        assert!(matches!(
+            subcommand.command,
+            Some(super::Command::MigrateProperties)
+        ));
     }
 }

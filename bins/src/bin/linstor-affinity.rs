@@ -3,19 +3,26 @@
 //! do about it, replaces single PVs on request and discards the intent of a
 //! replace. The commands that write refuse while a controller holds its
 //! leader-election Lease (exit code 3), unless told to ignore it.
+//!
+//! Long flags take one dash or two (`-only-drift` is `--only-drift`), as in
+//! Go tools. Installed as `kubectl-linstor_affinity` on the PATH (a symlink
+//! to this binary), it is the kubectl plugin `kubectl linstor-affinity`,
+//! which finds the cluster as kubectl does (`$KUBECONFIG`, `~/.kube/config`).
 
+use std::ffi::OsString;
 use std::io::{BufRead, IsTerminal, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, SystemTime};
 
 use affinity_core::k8s_openapi::jiff::Timestamp;
 use affinity_core::{DecisionSettings, VolumeId};
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use linstor_affinity_cli::discard::{self, DiscardError};
 use linstor_affinity_cli::duration::parse_duration;
+use linstor_affinity_cli::go_flags::{self, FlagNames};
 use linstor_affinity_cli::kube_args::KubeArgs;
-use linstor_affinity_cli::lease::{self, FenceArgs, FenceError};
+use linstor_affinity_cli::lease::{self, FenceArgs, FenceError, Sources};
 use linstor_affinity_cli::live::{LiveCluster, LiveError, kube_client};
 use linstor_affinity_cli::plan::{self, DecisionOptions, PlanError, PlanOptions, Source, Status};
 use linstor_affinity_cli::progress::Spinner;
@@ -25,7 +32,7 @@ use tracing_subscriber::EnvFilter;
 
 /// Keeps Kubernetes PV node affinity in sync with LINSTOR replica placement.
 #[derive(Debug, Parser)]
-#[command(name = "linstor-affinity", version)]
+#[command(name = "linstor-affinity", version, after_long_help = CLI_HELP)]
 struct Cli {
     /// Log verbosity: -v for info, -vv for debug (RUST_LOG overrides).
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
@@ -51,6 +58,22 @@ enum Command {
 
 /// Exit code of a command that did not write because a controller holds its Lease.
 const EXIT_FENCED: u8 = 3;
+
+/// The file name under which kubectl runs this binary as its plugin `linstor-affinity`.
+const PLUGIN_FILE_NAME: &str = "kubectl-linstor_affinity";
+
+/// The command as kubectl's plugin.
+const PLUGIN_COMMAND: &str = "kubectl linstor-affinity";
+
+const CLI_HELP: &str = "\
+Long flags take one dash or two: -only-drift is --only-drift.
+
+kubectl plugin: a symlink named kubectl-linstor_affinity on the PATH makes this tool
+`kubectl linstor-affinity` (kubectl maps the dash to an underscore in the file name):
+  ln -s \"$(command -v linstor-affinity)\" /usr/local/bin/kubectl-linstor_affinity
+  kubectl linstor-affinity plan --only-drift
+As a plugin it finds the cluster as kubectl does: $KUBECONFIG, else ~/.kube/config (kubectl's own
+flags are not passed on to plugins; give --kubeconfig or --context after the command).";
 
 /// The LINSTOR environment, the same for every live command.
 macro_rules! linstor_env_help {
@@ -493,7 +516,7 @@ struct Fence<'a> {
 impl<'a> Fence<'a> {
     /// The check `args` ask for; with --ignore-lease it says once on stderr that it checks nothing.
     fn new(args: &FenceArgs, kube: Option<&'a kube::Client>) -> Self {
-        let lock = args.lock();
+        let lock = args.lock(&Sources::PROCESS);
         if args.ignore_lease {
             eprintln!(
                 "warning: --ignore-lease: not checking whether a controller holds Lease {}/{}",
@@ -551,8 +574,30 @@ fn discard_intent(args: DiscardArgs) -> Result<Status, CliError> {
     Ok(Status::Clean)
 }
 
+/// The command's name in usage and help: `kubectl linstor-affinity` when kubectl runs this binary
+/// as its plugin (file name `kubectl-linstor_affinity`), else the file name.
+fn bin_name(program: Option<&OsString>) -> Option<String> {
+    let file_name = Path::new(program?).file_name()?.to_str()?;
+    Some(if file_name == PLUGIN_FILE_NAME {
+        PLUGIN_COMMAND.to_owned()
+    } else {
+        file_name.to_owned()
+    })
+}
+
+/// Parses a command line, long flags with one dash or two.
+fn parse(args: Vec<OsString>) -> Result<Cli, clap::Error> {
+    let mut command = Cli::command();
+    if let Some(name) = bin_name(args.first()) {
+        command = command.bin_name(name);
+    }
+    let names = FlagNames::of(&command);
+    let matches = command.try_get_matches_from(go_flags::normalise(args, |name| names.is_long(name)))?;
+    Cli::from_arg_matches(&matches)
+}
+
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
+    let cli = match parse(std::env::args_os().collect()) {
         Ok(cli) => cli,
         Err(error) => {
             let _ = error.print();
@@ -622,7 +667,65 @@ mod tests {
             panic!("not replace: {cli:?}");
         };
         assert!(!args.fence.ignore_lease);
-        assert_eq!(args.fence.lease_lock_name, "linstor-affinity-controller");
-        assert_eq!(args.fence.lease_lock_namespace, "");
+        let nothing = Sources {
+            var: |_| None,
+            read_file: |_| None,
+            host_name: || None,
+        };
+        assert_eq!(
+            args.fence.lock(&nothing),
+            lease::LeaseLock {
+                namespace: "default".to_owned(),
+                name: "linstor-affinity-controller".to_owned(),
+            }
+        );
+    }
+
+    fn parsed(args: &[&str]) -> Result<Cli, clap::Error> {
+        parse(args.iter().map(OsString::from).collect())
+    }
+
+    #[test]
+    fn long_flags_take_one_dash_or_two_and_short_ones_stay() {
+        let cli = parsed(&[
+            "linstor-affinity",
+            "-vv",
+            "plan",
+            "-only-drift",
+            "-o",
+            "json",
+            "-grace-period=1.5m",
+            "-from-dir",
+            "dump",
+        ])
+        .unwrap();
+        assert_eq!(cli.verbose, 2);
+        let Command::Plan(args) = cli.command else {
+            panic!("not plan: {cli:?}");
+        };
+        assert!(args.only_drift);
+        assert_eq!(args.output, Format::Json);
+        assert_eq!(args.decision.grace_period, Duration::from_secs(90));
+        assert_eq!(args.from_dir, Some(PathBuf::from("dump")));
+    }
+
+    #[test]
+    fn as_a_kubectl_plugin_usage_names_kubectl() {
+        for (program, name) in [
+            (
+                "/usr/local/bin/kubectl-linstor_affinity",
+                "kubectl linstor-affinity",
+            ),
+            ("kubectl-linstor_affinity", "kubectl linstor-affinity"),
+            ("/usr/bin/linstor-affinity", "linstor-affinity"),
+        ] {
+            let error = parsed(&[program, "plan", "--no-such-flag"])
+                .unwrap_err()
+                .to_string();
+            assert!(
+                error.contains(&format!("Usage: {name} plan")),
+                "{program}: {error}"
+            );
+        }
     }
 }

@@ -184,6 +184,20 @@ impl Cluster {
         })
     }
 
+    /// The `kubectl` of the cluster's binaries ([`BIN_DIR_ENV`], else the cache of
+    /// `scripts/k8s/build`); [`ClusterError::Missing`] when it was never built.
+    pub fn kubectl() -> Result<PathBuf, ClusterError> {
+        let path = Self::bin_dir()?.join("kubectl");
+        if path.is_file() {
+            Ok(path)
+        } else {
+            Err(ClusterError::Missing(format!(
+                "{} not found (run scripts/k8s/build, or set {BIN_DIR_ENV})",
+                path.display()
+            )))
+        }
+    }
+
     /// Path of the kubeconfig (token authentication, loopback API server).
     pub fn kubeconfig(&self) -> &Path {
         &self.kubeconfig

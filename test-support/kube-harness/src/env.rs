@@ -92,7 +92,28 @@ fn unique_prefix(test: &str) -> String {
     format!("{base}-{count}{:06x}", hasher.finish() & 0xff_ffff)
 }
 
+/// Prints `SKIPPED: <test>: <reason>` and returns `None`; with `CI=true` fails the test instead.
+fn skipped<T>(test: &str, reason: &str) -> Option<T> {
+    if std::env::var("CI").as_deref() == Ok("true") {
+        panic!("CI=true and {reason}");
+    }
+    // Written to the process's stderr directly, so the test harness does not capture it.
+    let _ = writeln!(std::io::stderr(), "SKIPPED: {test}: {reason}");
+    None
+}
+
 impl TestEnv {
+    /// The `kubectl` of the cluster's binaries (see [`Cluster::kubectl`]). Returns `None` after
+    /// printing `SKIPPED: <reason>` to stderr when it was never built; with `CI=true` that fails
+    /// the test instead.
+    pub fn kubectl(&self, test: &str) -> Option<std::path::PathBuf> {
+        match Cluster::kubectl() {
+            Ok(path) => Some(path),
+            Err(ClusterError::Missing(reason)) => skipped(test, &format!("no kubectl available: {reason}")),
+            Err(failed) => panic!("{test}: {failed}"),
+        }
+    }
+
     /// Prepares a test: obtains the shared cluster, a client, a unique prefix and a namespace named
     /// after the prefix.
     ///
@@ -103,15 +124,7 @@ impl TestEnv {
         let cluster = match Cluster::shared() {
             Ok(cluster) => cluster,
             Err(ClusterError::Missing(reason)) => {
-                if std::env::var("CI").as_deref() == Ok("true") {
-                    panic!("CI=true and no Kubernetes cluster is available: {reason}");
-                }
-                // Written to the process's stderr directly, so the test harness does not capture it.
-                let _ = writeln!(
-                    std::io::stderr(),
-                    "SKIPPED: {test}: no Kubernetes cluster available: {reason}"
-                );
-                return None;
+                return skipped(test, &format!("no Kubernetes cluster available: {reason}"));
             }
             Err(failed) => panic!("{test}: {failed}"),
         };
