@@ -8,32 +8,18 @@
 
 mod support;
 
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 use affinity_core::k8s_openapi::api::events::v1::Event;
 use affinity_core::k8s_openapi::api::rbac::v1::PolicyRule;
 use affinity_core::names::{EVENT_REASON, EVENT_REPORTING_CONTROLLER};
 use affinity_core::restore_policy_of;
+use affinity_kube::permissions::{self, Capability};
 use affinity_kube::replace::REBIND_ANNOTATION;
 use kube::api::{Api, ListParams};
-use serde::Deserialize;
-use support::{Scenario, affinity_nodes};
-
-/// The rules of the ClusterRole and of the Role in a file of RBAC objects.
-fn rules_of(file: &str) -> (Vec<PolicyRule>, Vec<PolicyRule>) {
-    let text = std::fs::read_to_string(file).unwrap();
-    let (mut cluster, mut namespaced) = (Vec::new(), Vec::new());
-    for document in serde_yaml_ng::Deserializer::from_str(&text) {
-        let object = serde_json::Value::deserialize(document).unwrap();
-        let rules = || serde_json::from_value::<Vec<PolicyRule>>(object["rules"].clone()).unwrap();
-        match object["kind"].as_str() {
-            Some("ClusterRole") => cluster.extend(rules()),
-            Some("Role") => namespaced.extend(rules()),
-            _ => {}
-        }
-    }
-    (cluster, namespaced)
-}
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use support::{Scenario, affinity_nodes, rules_of};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn under_the_operators_role_a_drifted_pv_is_replaced_on_the_slower_paths() {
@@ -56,7 +42,7 @@ async fn under_the_operators_role_a_drifted_pv_is_replaced_on_the_slower_paths()
     let namespace = scenario.env.namespace().to_owned();
     let controller = scenario.controller_as(
         &account.kubeconfig,
-        &["--leader-election", "--lease-lock-namespace", &namespace],
+        &["--leader-election=true", "--lease-lock-namespace", &namespace],
     );
     controller
         .wait_for_line("PV cache synced", Duration::from_secs(30))
@@ -118,6 +104,135 @@ async fn under_the_operators_role_a_drifted_pv_is_replaced_on_the_slower_paths()
                 && event.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(claim.as_str())
                 && event.reporting_controller.as_deref() == Some(EVENT_REPORTING_CONTROLLER)),
         "{events:?}"
+    );
+    scenario.finish().await;
+}
+
+/// The rules of the ClusterRole and Role our own manifests grant (the
+/// chart's default rendering in `deploy/base`).
+fn our_rules() -> (Vec<PolicyRule>, Vec<PolicyRule>) {
+    let base = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/base");
+    let (mut cluster, mut namespaced) = (Vec::new(), Vec::new());
+    let mut files: Vec<_> = std::fs::read_dir(base)
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| {
+            path.extension().is_some_and(|ext| ext == "yaml") && !path.ends_with("kustomization.yaml")
+        })
+        .collect();
+    files.sort();
+    for file in files {
+        let (c, n) = rules_of(file.to_str().unwrap());
+        cluster.extend(c);
+        namespaced.extend(n);
+    }
+    (cluster, namespaced)
+}
+
+/// What `rules` let the controller do, asked of the API server as a
+/// ServiceAccount holding exactly them.
+async fn capabilities_under(
+    scenario: &Scenario,
+    account: &str,
+    cluster_rules: Vec<PolicyRule>,
+    lease_rules: Vec<PolicyRule>,
+    dir: &std::path::Path,
+) -> BTreeSet<Capability> {
+    let access = scenario
+        .env
+        .service_account(account, cluster_rules, lease_rules, dir)
+        .await;
+    let kubeconfig = Kubeconfig::read_from(&access.kubeconfig).unwrap();
+    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+        .await
+        .unwrap();
+    let client = kube::Client::try_from(config).unwrap();
+    let grants = permissions::probe(&client, scenario.env.namespace())
+        .await
+        .unwrap();
+    Capability::ALL
+        .into_iter()
+        .filter(|capability| grants.allows(*capability))
+        .collect()
+}
+
+/// Every verb of every rule of our role enables a capability of the
+/// controller: dropping any one of them turns a named path off (or stops
+/// the controller), so the role grants nothing it does not use.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn our_role_is_minimal_and_turns_every_path_on() {
+    let Some(scenario) = Scenario::new("controller-rbac-minimal", 0).await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (cluster_rules, lease_rules) = our_rules();
+    assert!(!cluster_rules.is_empty() && !lease_rules.is_empty());
+    let full = capabilities_under(
+        &scenario,
+        "full",
+        cluster_rules.clone(),
+        lease_rules.clone(),
+        dir.path(),
+    )
+    .await;
+    let all: BTreeSet<Capability> = Capability::ALL.into_iter().collect();
+    // StorageClasses by get are not needed where they can be watched.
+    let used: BTreeSet<Capability> = all
+        .iter()
+        .copied()
+        .filter(|capability| *capability != Capability::GetStorageClasses)
+        .collect();
+    assert_eq!(full.intersection(&used).copied().collect::<BTreeSet<_>>(), used);
+
+    let mut matrix = Vec::new();
+    let mut variants = Vec::new();
+    for (in_role, rules) in [(false, &cluster_rules), (true, &lease_rules)] {
+        for (index, rule) in rules.iter().enumerate() {
+            for verb in &rule.verbs {
+                let mut reduced = rules.clone();
+                reduced[index].verbs.retain(|v| v != verb);
+                reduced.retain(|rule| !rule.verbs.is_empty());
+                let groups = rule.api_groups.clone().unwrap_or_default();
+                let groups: Vec<&str> = groups
+                    .iter()
+                    .map(|group| if group.is_empty() { "core" } else { group })
+                    .collect();
+                let resources = rule.resources.clone().unwrap_or_default().join(",");
+                let shown = format!("{verb} {}/{resources}", groups.join(","));
+                variants.push((shown, in_role, reduced));
+            }
+        }
+    }
+    for (number, (shown, in_role, reduced)) in variants.into_iter().enumerate() {
+        let (cluster, lease) = if in_role {
+            (cluster_rules.clone(), reduced)
+        } else {
+            (reduced, lease_rules.clone())
+        };
+        let left = capabilities_under(
+            &scenario,
+            &format!("without-{number}"),
+            cluster,
+            lease,
+            dir.path(),
+        )
+        .await;
+        let lost: Vec<Capability> = full.difference(&left).copied().collect();
+        assert!(
+            !lost.is_empty(),
+            "without {shown} nothing is lost: the rule is not needed"
+        );
+        matrix.push(format!(
+            "{shown:<50} -> {}",
+            lost.iter()
+                .map(|capability| capability.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
+    eprintln!(
+        "RBAC matrix (rule dropped -> capability lost):\n{}",
+        matrix.join("\n")
     );
     scenario.finish().await;
 }

@@ -289,11 +289,11 @@ async fn run(cli: Cli) -> Result<(), Failure> {
     }
 
     let identity = Sources::PROCESS.identity(&cli.leader_election_id);
+    let lock = Sources::PROCESS.lock(&cli.lease_lock_name, &cli.lease_lock_namespace);
     let leadership = if cli.leader_election {
-        let lock = Sources::PROCESS.lock(&cli.lease_lock_name, &cli.lease_lock_namespace);
         let settings = LeaseSettings {
-            namespace: lock.namespace,
-            name: lock.name,
+            namespace: lock.namespace.clone(),
+            name: lock.name.clone(),
             identity: identity.clone(),
             lease_duration: cli.leader_election_lease_duration,
             renew_deadline: cli.leader_election_renew_deadline,
@@ -308,9 +308,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         affinity_kube::leader::Leadership::always()
     };
 
-    let lease_namespace =
-        non_empty(&cli.lease_lock_namespace).unwrap_or_else(linstor_affinity_cli::lease::own_namespace);
-    let Some(grants) = ask_permissions(&kube, &lease_namespace, &shutdown).await else {
+    let Some(grants) = ask_permissions(&kube, &lock.namespace, &shutdown).await else {
         return Ok(());
     };
     let paths = grants.paths(cli.leader_election).map_err(|e| {

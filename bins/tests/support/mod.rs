@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use affinity_core::k8s_openapi::api::core::v1::{
     NodeSelector, NodeSelectorRequirement, NodeSelectorTerm, PersistentVolume, VolumeNodeAffinity,
 };
+use affinity_core::k8s_openapi::api::rbac::v1::PolicyRule;
 use affinity_core::k8s_openapi::api::storage::v1::StorageClass;
 use affinity_core::k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use affinity_core::names::SAVED_PV_PROPERTY;
@@ -21,6 +22,7 @@ use kube_harness::{
     BoundVolume, LoggedProcess, ReclaimEmulator, TestEnv, VolumeOptions, linstor_volume_deleter,
 };
 use linstor_api::sim::{SimNode, SimResource, SimResourceDefinition, SimState, Simulator};
+use serde::Deserialize;
 
 /// Whether the controller binary has its test hooks (`--debug-halt-after`), which only builds with
 /// the `test-hooks` feature (`cargo test --all-features`) have. Without them a test that needs them
@@ -381,4 +383,21 @@ impl DerefMut for ControllerProcess {
     fn deref_mut(&mut self) -> &mut LoggedProcess {
         &mut self.process
     }
+}
+
+/// The rules of the ClusterRoles and of the Roles in a file of RBAC objects
+/// (YAML, several documents).
+pub fn rules_of(file: &str) -> (Vec<PolicyRule>, Vec<PolicyRule>) {
+    let text = std::fs::read_to_string(file).unwrap();
+    let (mut cluster, mut namespaced) = (Vec::new(), Vec::new());
+    for document in serde_yaml_ng::Deserializer::from_str(&text) {
+        let object = serde_json::Value::deserialize(document).unwrap();
+        let rules = || serde_json::from_value::<Vec<PolicyRule>>(object["rules"].clone()).unwrap();
+        match object["kind"].as_str() {
+            Some("ClusterRole") => cluster.extend(rules()),
+            Some("Role") => namespaced.extend(rules()),
+            _ => {}
+        }
+    }
+    (cluster, namespaced)
 }

@@ -109,18 +109,24 @@ impl TestEnv {
             .unwrap();
 
         let user = format!("system:serviceaccount:{namespace}:{name}");
+        let kubeconfig = self.kubeconfig_as(&user, dir);
+        ServiceAccountAccess { user, kubeconfig }
+    }
+
+    /// Writes into `dir` a kubeconfig of the test cluster that acts as
+    /// `user` (for example `system:serviceaccount:<namespace>:<name>`),
+    /// readable by anyone, and returns its path.
+    pub fn kubeconfig_as(&self, user: &str, dir: &std::path::Path) -> PathBuf {
         let mut kubeconfig = Kubeconfig::read_from(self.cluster().kubeconfig()).unwrap();
         for named in &mut kubeconfig.auth_infos {
             if let Some(auth) = named.auth_info.as_mut() {
-                auth.impersonate = Some(user.clone());
+                auth.impersonate = Some(user.to_owned());
             }
         }
-        let path = dir.join(format!("{name}.kubeconfig"));
+        let file = user.replace(':', "-");
+        let path = dir.join(format!("{file}.kubeconfig"));
         std::fs::write(&path, serde_json::to_vec_pretty(&kubeconfig).unwrap()).unwrap();
-        ServiceAccountAccess {
-            user,
-            kubeconfig: path,
-        }
+        path
     }
 
     /// Deletes the cluster-wide RBAC objects of this test (the namespaced
