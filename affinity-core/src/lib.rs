@@ -77,7 +77,9 @@ pub use decision::{
     Replacement, RetiredPv, SkipReason, VolumeDecision,
 };
 pub use handle::{HandleError, VolumeId, linstor_volume_of};
-pub use model::{NOT_DISKFUL_FLAGS, Properties, Replica, ResourceDefinitionState, VolumeDefinitionState};
+pub use model::{
+    NOT_DISKFUL_FLAGS, Properties, Replica, ResourceDefinitionState, VolumeDefinitionState, saved_pv_json,
+};
 pub use namespace::guess_property_namespace;
 pub use planner::{LinstorSource, Planner};
 pub use policy::{PolicyParseError, RemoteAccessPolicy, RemoteAccessRule, prune};

@@ -15,8 +15,8 @@ use std::time::{Duration, SystemTime};
 use affinity_core::k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
 use affinity_core::k8s_openapi::api::storage::v1::StorageClass;
 use affinity_core::{
-    Action, DecisionSettings, LinstorSnapshot, Planner, ReplaceTrigger, claim_of, guess_property_namespace,
-    may_recreate, may_recreate_unread,
+    Action, DecisionSettings, LinstorSnapshot, Planner, ReplaceTrigger, ResourceDefinitionSource, VolumeId,
+    claim_of, decode_saved_pv, guess_property_namespace, may_recreate, may_recreate_unread, saved_pv_json,
 };
 use futures::StreamExt;
 use kube::api::Api;
@@ -300,7 +300,7 @@ impl Controller {
             self.settings.grace_period,
             SystemTime::now(),
         );
-        let classes = self.storage_classes(scope).await?;
+        let classes = self.storage_classes(scope, &snapshot).await?;
         self.parts.metrics.set_cached_pvs(self.pvs.len() as u64);
 
         // Decide.
@@ -346,9 +346,13 @@ impl Controller {
     }
 
     /// The StorageClass parameters a pass decides with: the watched ones, or
-    /// when StorageClasses cannot be watched, each class the pass's PVs name,
-    /// read once.
-    async fn storage_classes(&self, scope: &Scope) -> Result<Arc<ClassParameters>, PassError> {
+    /// when StorageClasses cannot be watched, each class the pass's PVs (and
+    /// the saved PVs of volumes whose PV may be gone) name, read once.
+    async fn storage_classes(
+        &self,
+        scope: &Scope,
+        snapshot: &LinstorSnapshot,
+    ) -> Result<Arc<ClassParameters>, PassError> {
         if self.settings.paths.watch_storage_classes {
             return Ok(self.classes.snapshot());
         }
@@ -359,8 +363,14 @@ impl Controller {
                 .flat_map(|name| self.pvs.of_resource_definition(name))
                 .collect(),
         };
+        let saved: Vec<PersistentVolume> = match scope {
+            Scope::All => saved_pvs(snapshot),
+            Scope::ResourceDefinitions(_) => Vec::new(),
+        };
         let names: BTreeSet<&str> = pvs
             .iter()
+            .map(Arc::as_ref)
+            .chain(&saved)
             .filter_map(|pv| pv.spec.as_ref()?.storage_class_name.as_deref())
             .collect();
         let api: Api<StorageClass> = Api::all(self.parts.kube.clone());
@@ -575,5 +585,77 @@ impl Controller {
         self.parts
             .metrics
             .record_operation(kind, started.elapsed(), succeeded);
+    }
+}
+
+/// The saved PVs (replace intents) LINSTOR holds, those that decode.
+fn saved_pvs(snapshot: &LinstorSnapshot) -> Vec<PersistentVolume> {
+    snapshot
+        .with_saved_state()
+        .flat_map(|definition| {
+            definition.volume_definitions.iter().filter_map(|volume| {
+                let json = saved_pv_json(&volume.properties)?;
+                let id = VolumeId::new(&definition.name, volume.volume_number);
+                decode_saved_pv(json, &id).ok()
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use affinity_core::k8s_openapi::api::core::v1::{CSIPersistentVolumeSource, PersistentVolumeSpec};
+    use affinity_core::k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+    use affinity_core::names::SAVED_PV_PROPERTY;
+    use affinity_core::{Properties, ResourceDefinitionState, VolumeDefinitionState, encode_saved_pv};
+
+    use super::*;
+
+    #[test]
+    fn saved_pvs_name_their_storage_class() {
+        let pv = PersistentVolume {
+            metadata: ObjectMeta {
+                name: Some("pvc-1".to_owned()),
+                ..ObjectMeta::default()
+            },
+            spec: Some(PersistentVolumeSpec {
+                storage_class_name: Some("local".to_owned()),
+                csi: Some(CSIPersistentVolumeSource {
+                    driver: "linstor.csi.linbit.com".to_owned(),
+                    volume_handle: "pvc-1".to_owned(),
+                    ..CSIPersistentVolumeSource::default()
+                }),
+                ..PersistentVolumeSpec::default()
+            }),
+            status: None,
+        };
+        let saved = encode_saved_pv(&pv).unwrap();
+        let mut snapshot = LinstorSnapshot::new();
+        snapshot.insert_resource_definition(ResourceDefinitionState {
+            name: "pvc-1".to_owned(),
+            properties: Properties::new(),
+            volume_definitions: vec![
+                VolumeDefinitionState {
+                    volume_number: 0,
+                    properties: Properties::from_iter([(SAVED_PV_PROPERTY.to_owned(), saved)]),
+                },
+                VolumeDefinitionState {
+                    volume_number: 1,
+                    properties: Properties::from_iter([(
+                        SAVED_PV_PROPERTY.to_owned(),
+                        "{not json".to_owned(),
+                    )]),
+                },
+            ],
+        });
+        let saved = saved_pvs(&snapshot);
+        assert_eq!(saved.len(), 1, "the unreadable one is left out");
+        assert_eq!(
+            saved[0]
+                .spec
+                .as_ref()
+                .and_then(|spec| spec.storage_class_name.as_deref()),
+            Some("local")
+        );
     }
 }

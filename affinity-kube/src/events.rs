@@ -154,11 +154,7 @@ impl EventReporter {
         now: Timestamp,
     ) -> Result<(), kube::Error> {
         let event = Event {
-            metadata: ObjectMeta {
-                name: Some(event_name(regarding, now)),
-                namespace: Some(namespace.to_owned()),
-                ..ObjectMeta::default()
-            },
+            metadata: event_meta(namespace, regarding, now),
             event_time: Some(MicroTime(now)),
             action: Some(text.action.to_owned()),
             reason: Some(text.reason.to_owned()),
@@ -181,11 +177,7 @@ impl EventReporter {
         now: Timestamp,
     ) -> Result<(), kube::Error> {
         let event = CoreEvent {
-            metadata: ObjectMeta {
-                name: Some(event_name(regarding, now)),
-                namespace: Some(namespace.to_owned()),
-                ..ObjectMeta::default()
-            },
+            metadata: event_meta(namespace, regarding, now),
             involved_object: regarding.clone(),
             action: Some(text.action.to_owned()),
             reason: Some(text.reason.to_owned()),
@@ -227,6 +219,15 @@ struct EventText<'a> {
     action: &'static str,
     reason: &'static str,
     message: &'a str,
+}
+
+/// Name and namespace of a new event about `regarding`.
+fn event_meta(namespace: &str, regarding: &ObjectReference, now: Timestamp) -> ObjectMeta {
+    ObjectMeta {
+        name: Some(event_name(regarding, now)),
+        namespace: Some(namespace.to_owned()),
+        ..ObjectMeta::default()
+    }
 }
 
 /// `<object>.<hex nanoseconds>`, as Kubernetes clients name events.

@@ -950,6 +950,16 @@ impl Cluster {
             .unwrap_or_else(|e| panic!("kubectl apply: {e}\n{manifests}"));
     }
 
+    /// The Prometheus Operator's ServiceMonitor and PrometheusRule CRDs.
+    fn create_monitoring_crds(&self) {
+        for (kind, plural) in [
+            ("ServiceMonitor", "servicemonitors"),
+            ("PrometheusRule", "prometheusrules"),
+        ] {
+            self.create_crd("monitoring.coreos.com", kind, plural, "Namespaced");
+        }
+    }
+
     /// Creates a CRD whose objects keep any field, and waits until it is served; once per test
     /// binary (the tests share the cluster).
     fn create_crd(&self, group: &str, kind: &str, plural: &str, scope: &str) {
@@ -990,18 +1000,7 @@ async fn renderings_apply_to_a_v1_20_api_server() {
         return;
     };
     let ns = cluster.env.namespace().to_owned();
-    cluster.create_crd(
-        "monitoring.coreos.com",
-        "ServiceMonitor",
-        "servicemonitors",
-        "Namespaced",
-    );
-    cluster.create_crd(
-        "monitoring.coreos.com",
-        "PrometheusRule",
-        "prometheusrules",
-        "Namespaced",
-    );
+    cluster.create_monitoring_crds();
     let endpoint = format!("linstor.endpoint={ENDPOINT}");
     let cases: [(&str, Vec<&str>); 5] = [
         ("defaults", vec![]),
@@ -1186,18 +1185,7 @@ async fn helm_install_with_the_monitoring_api_creates_the_monitoring_objects() {
         return;
     };
     let ns = cluster.env.namespace().to_owned();
-    cluster.create_crd(
-        "monitoring.coreos.com",
-        "ServiceMonitor",
-        "servicemonitors",
-        "Namespaced",
-    );
-    cluster.create_crd(
-        "monitoring.coreos.com",
-        "PrometheusRule",
-        "prometheusrules",
-        "Namespaced",
-    );
+    cluster.create_monitoring_crds();
     let release = cluster.env.prefix().to_owned();
     cluster
         .install(
