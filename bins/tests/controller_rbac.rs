@@ -11,6 +11,7 @@ mod support;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
+use affinity_core::k8s_openapi::api::coordination::v1::Lease;
 use affinity_core::k8s_openapi::api::events::v1::Event;
 use affinity_core::k8s_openapi::api::rbac::v1::PolicyRule;
 use affinity_core::names::{EVENT_REASON, EVENT_REPORTING_CONTROLLER};
@@ -233,6 +234,50 @@ async fn our_role_is_minimal_and_turns_every_path_on() {
     eprintln!(
         "RBAC matrix (rule dropped -> capability lost):\n{}",
         matrix.join("\n")
+    );
+    scenario.finish().await;
+}
+
+/// Without a rule it cannot work without, the controller does not start:
+/// it exits 1 naming the rule, before it takes the Lease.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_role_without_pv_deletion_stops_the_start_naming_the_rule() {
+    let Some(scenario) = Scenario::new("controller-rbac-short", 0).await else {
+        return;
+    };
+    let (mut cluster_rules, lease_rules) = our_rules();
+    for rule in &mut cluster_rules {
+        if rule.resources.as_deref() == Some(&["persistentvolumes".to_owned()][..]) {
+            rule.verbs.retain(|verb| verb != "delete");
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let account = scenario
+        .env
+        .service_account("short", cluster_rules, lease_rules, dir.path())
+        .await;
+    let namespace = scenario.env.namespace().to_owned();
+    let mut controller = scenario.controller_as(
+        &account.kubeconfig,
+        &["--leader-election=true", "--lease-lock-namespace", &namespace],
+    );
+    let status = controller.wait_for_exit(Duration::from_secs(30)).await;
+    assert_eq!(status.code(), Some(1), "{}", controller.log());
+    assert!(
+        controller
+            .log()
+            .contains("missing permissions: delete core/persistentvolumes"),
+        "{}",
+        controller.log()
+    );
+    let leases: Api<Lease> = Api::namespaced(scenario.env.client(), &namespace);
+    assert!(
+        leases
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .is_empty()
     );
     scenario.finish().await;
 }

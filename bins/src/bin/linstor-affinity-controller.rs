@@ -290,6 +290,21 @@ async fn run(cli: Cli) -> Result<(), Failure> {
 
     let identity = Sources::PROCESS.identity(&cli.leader_election_id);
     let lock = Sources::PROCESS.lock(&cli.lease_lock_name, &cli.lease_lock_namespace);
+    // Before the Lease is taken: a role that is not enough stops the start.
+    let Some(grants) = ask_permissions(&kube, &lock.namespace, &shutdown).await else {
+        return Ok(());
+    };
+    let paths = grants.paths(cli.leader_election).map_err(|e| {
+        failure(
+            EXIT_FAILURE,
+            format!("the controller's RBAC role is not enough: {e}"),
+        )
+    })?;
+    for cost in paths.off_explained() {
+        warn!(path_off = cost, "RBAC does not grant a faster path");
+    }
+    metrics.set_paths(&paths);
+
     let leadership = if cli.leader_election {
         let settings = LeaseSettings {
             namespace: lock.namespace.clone(),
@@ -307,20 +322,6 @@ async fn run(cli: Cli) -> Result<(), Failure> {
     } else {
         affinity_kube::leader::Leadership::always()
     };
-
-    let Some(grants) = ask_permissions(&kube, &lock.namespace, &shutdown).await else {
-        return Ok(());
-    };
-    let paths = grants.paths(cli.leader_election).map_err(|e| {
-        failure(
-            EXIT_FAILURE,
-            format!("the controller's RBAC role is not enough: {e}"),
-        )
-    })?;
-    for cost in paths.off_explained() {
-        warn!(path_off = cost, "RBAC does not grant a faster path");
-    }
-    metrics.set_paths(&paths);
 
     let settings = ControllerSettings {
         reconcile_rate: cli.reconcile_rate,

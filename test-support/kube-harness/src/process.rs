@@ -118,16 +118,18 @@ impl LoggedProcess {
             .args(["-TERM", &self.child.id().to_string()])
             .status()
             .unwrap();
+        self.wait_for_exit(timeout).await
+    }
+
+    /// Waits for the process to exit on its own, at most `timeout`.
+    pub async fn wait_for_exit(&mut self, timeout: Duration) -> ExitStatus {
         let deadline = Instant::now() + timeout;
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
                 return status;
             }
             if Instant::now() >= deadline {
-                panic!(
-                    "process still running {timeout:?} after SIGTERM; log:\n{}",
-                    self.log()
-                );
+                panic!("process still running after {timeout:?}; log:\n{}", self.log());
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
