@@ -23,8 +23,9 @@ const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(1);
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(60);
 
 /// Throttle settings: `qps` requests per second on average, bursts of up to
-/// `burst`. A `qps` of zero or less turns throttling off (429 answers are
-/// still honoured).
+/// `burst`. A `qps` of zero or less, or one that is not a finite number,
+/// turns throttling off (429 answers are still honoured). A tiny `qps`
+/// holds a request back for at most [`MAX_HOLD`].
 #[derive(Clone, Debug)]
 pub struct ThrottleLayer {
     qps: f64,
@@ -81,6 +82,10 @@ impl BlockedUntil {
     }
 }
 
+/// The longest a request is held back for the client-side rate, however
+/// small it is.
+pub const MAX_HOLD: Duration = Duration::from_secs(3600);
+
 /// Token bucket.
 #[derive(Debug)]
 struct Bucket {
@@ -102,7 +107,7 @@ impl Bucket {
 
     /// Takes a token, or says how long until one is available.
     fn take(&mut self, now: Instant) -> Result<(), Duration> {
-        if self.qps <= 0.0 {
+        if !(self.qps.is_finite() && self.qps > 0.0) {
             return Ok(());
         }
         let elapsed = now.saturating_duration_since(self.refilled).as_secs_f64();
@@ -112,7 +117,8 @@ impl Bucket {
             self.tokens -= 1.0;
             Ok(())
         } else {
-            Err(Duration::from_secs_f64((1.0 - self.tokens) / self.qps))
+            let wait = (1.0 - self.tokens) / self.qps;
+            Err(Duration::try_from_secs_f64(wait).map_or(MAX_HOLD, |wait| wait.min(MAX_HOLD)))
         }
     }
 }
@@ -195,6 +201,20 @@ mod tests {
     use tower::ServiceExt;
 
     use super::*;
+
+    #[test]
+    fn any_rate_is_usable() {
+        let start = Instant::now();
+        let mut tiny = Bucket::new(1e-300, 1);
+        assert_eq!(tiny.take(start), Ok(()));
+        assert_eq!(tiny.take(start), Err(MAX_HOLD));
+        for off in [0.0, -1.0, f64::NAN, f64::INFINITY] {
+            let mut bucket = Bucket::new(off, 1);
+            for _ in 0..3 {
+                assert_eq!(bucket.take(start), Ok(()), "{off}");
+            }
+        }
+    }
 
     #[test]
     fn the_bucket_allows_a_burst_then_the_rate() {
