@@ -21,7 +21,7 @@ use affinity_kube::http::{Readiness, bind_health, bind_metrics};
 use affinity_kube::leader::{LeaderElector, LeaseSettings};
 use affinity_kube::metrics::Metrics;
 use affinity_kube::migrate::migrate_properties;
-use affinity_kube::permissions::{self, Grants};
+use affinity_kube::permissions::{self, Grants, Paths};
 use affinity_kube::replace::StepObserver;
 use affinity_kube::throttle::ThrottleLayer;
 use clap::{ArgAction, CommandFactory, Parser, Subcommand, ValueEnum};
@@ -290,40 +290,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
 
     let identity = Sources::PROCESS.identity(&cli.leader_election_id);
     let lock = Sources::PROCESS.lock(&cli.lease_lock_name, &cli.lease_lock_namespace);
-    // Before the Lease is taken: a role that is not enough stops the start.
-    let Some(grants) = ask_permissions(&kube, &lock.namespace, &shutdown).await else {
-        return Ok(());
-    };
-    let paths = grants.paths(cli.leader_election).map_err(|e| {
-        failure(
-            EXIT_FAILURE,
-            format!("the controller's RBAC role is not enough: {e}"),
-        )
-    })?;
-    for cost in paths.off_explained() {
-        warn!(path_off = cost, "RBAC does not grant a faster path");
-    }
-    metrics.set_paths(&paths);
-
-    let leadership = if cli.leader_election {
-        let settings = LeaseSettings {
-            namespace: lock.namespace.clone(),
-            name: lock.name.clone(),
-            identity: identity.clone(),
-            lease_duration: cli.leader_election_lease_duration,
-            renew_deadline: cli.leader_election_renew_deadline,
-            retry_period: cli.leader_election_retry_period,
-        };
-        info!(lease = %settings.name, namespace = %settings.namespace, %identity, "leader election on");
-        let elector = LeaderElector::new(kube.clone(), settings).map_err(|e| failure(EXIT_CONFIG, e))?;
-        let leadership = elector.leadership();
-        tokio::spawn(elector.run(shutdown.clone()));
-        leadership
-    } else {
-        affinity_kube::leader::Leadership::always()
-    };
-
-    let settings = ControllerSettings {
+    let mut settings = ControllerSettings {
         reconcile_rate: cli.reconcile_rate,
         resync_rate: cli.resync_rate,
         timeout: cli.timeout,
@@ -331,17 +298,8 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         workers: usize::try_from(cli.workers).unwrap_or(usize::MAX),
         property_namespace: non_empty(&cli.property_namespace),
         instance: format!("linstor-affinity-controller@{identity}"),
-        paths,
-    };
-    let observer = step_observer(&cli);
-    let parts = ControllerParts {
-        kube,
-        linstor,
-        leadership,
-        metrics,
-        readiness,
-        observer,
-        after_pass: Some(Arc::new(release_free_memory)),
+        // Set below, from what the API server grants.
+        paths: Paths::ALL,
     };
     info!(
         version = env!("CARGO_PKG_VERSION"),
@@ -354,6 +312,51 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         leader_election = cli.leader_election,
         "starting"
     );
+    if cli.leader_election {
+        info!(lease = %lock.name, namespace = %lock.namespace, %identity, "leader election on");
+    }
+
+    // Before the Lease is taken: a role that is not enough stops the start.
+    let Some(grants) = ask_permissions(&kube, &lock.namespace, &shutdown).await else {
+        return Ok(());
+    };
+    settings.paths = grants.paths(cli.leader_election).map_err(|e| {
+        failure(
+            EXIT_FAILURE,
+            format!("the controller's RBAC role is not enough: {e}"),
+        )
+    })?;
+    for cost in settings.paths.off_explained() {
+        warn!(path_off = cost, "RBAC does not grant a faster path");
+    }
+    metrics.set_paths(&settings.paths);
+
+    let leadership = if cli.leader_election {
+        let lease = LeaseSettings {
+            namespace: lock.namespace,
+            name: lock.name,
+            identity,
+            lease_duration: cli.leader_election_lease_duration,
+            renew_deadline: cli.leader_election_renew_deadline,
+            retry_period: cli.leader_election_retry_period,
+        };
+        let elector = LeaderElector::new(kube.clone(), lease).map_err(|e| failure(EXIT_CONFIG, e))?;
+        let leadership = elector.leadership();
+        tokio::spawn(elector.run(shutdown.clone()));
+        leadership
+    } else {
+        affinity_kube::leader::Leadership::always()
+    };
+    let observer = step_observer(&cli);
+    let parts = ControllerParts {
+        kube,
+        linstor,
+        leadership,
+        metrics,
+        readiness,
+        observer,
+        after_pass: Some(Arc::new(release_free_memory)),
+    };
     Controller::new(settings, parts).run(shutdown.clone()).await;
     // Let the elector release the Lease before the runtime stops.
     shutdown.cancel();
