@@ -54,6 +54,7 @@
 
 mod affinity;
 mod decision;
+pub mod drain;
 mod fast_hash;
 mod handle;
 mod model;

@@ -87,3 +87,18 @@ pub const RESTORE_RECLAIM_POLICY_ANNOTATION: &str = "linstor.csi.linbit.com/affi
 /// retires (UID and resource version). Readers that decode the document as
 /// a PersistentVolume, the reference controller's among them, ignore it.
 pub const SAVED_RETIRES_KEY: &str = "linstorAffinityRetires";
+
+/// Property on a LINSTOR node holding this project's drain record (JSON):
+/// what it changed on the node to drain it, so undo restores exactly that.
+pub const DRAIN_RECORD_PROPERTY: &str = "Aux/linstor-affinity/drain";
+
+/// LINSTOR node property that, set to `false`, keeps new replicas off the node.
+pub const AUTOPLACE_TARGET_PROPERTY: &str = "AutoplaceTarget";
+
+/// Taint key on a Kubernetes node that requests evacuation of its LINSTOR
+/// node, whatever the drain policy (any effect).
+pub const EVACUATE_TAINT: &str = "piraeus.io/evacuate";
+
+/// Kubernetes node label, also kept as a LINSTOR node property
+/// (`<property namespace>/kubernetes.io/hostname`), that ties the two nodes.
+pub const KUBERNETES_HOSTNAME_LABEL: &str = "kubernetes.io/hostname";
