@@ -20,6 +20,7 @@ use affinity_core::{
 };
 use futures::StreamExt;
 use kube::api::Api;
+use tokio::sync::watch;
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
@@ -81,6 +82,10 @@ pub struct ControllerParts {
     /// Called after every pass, for example to return the memory the pass
     /// freed to the system.
     pub after_pass: Option<Arc<dyn Fn() + Send + Sync>>,
+    /// Resource definitions to follow closely while a node drains
+    /// ([`crate::drain::DrainReconciler::focus`]): each update runs a pass
+    /// over just their volumes, reading just them from LINSTOR.
+    pub drain_focus: Option<watch::Receiver<BTreeSet<String>>>,
 }
 
 /// What one pass did.
@@ -127,6 +132,9 @@ enum Scope {
     All,
     /// The volumes of these resource definitions.
     ResourceDefinitions(BTreeSet<String>),
+    /// The volumes of these resource definitions, read alone from LINSTOR
+    /// (a node drain's focus).
+    Focus(BTreeSet<String>),
 }
 
 /// The affinity controller.
@@ -217,10 +225,17 @@ impl Controller {
         info!(pvs = self.pvs.len(), "PV cache synced");
         let mut ticks = tokio::time::interval(self.settings.reconcile_rate);
         ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut focus = self.parts.drain_focus.clone();
         loop {
             let scope = tokio::select! {
                 () = shutdown.cancelled() => return,
                 _ = ticks.tick() => Scope::All,
+                Some(names) = focus_update(&mut focus) => {
+                    if names.is_empty() {
+                        continue;
+                    }
+                    Scope::Focus(names)
+                }
                 () = self.pvs.changed() => {
                     tokio::time::sleep(EVENT_DEBOUNCE).await;
                     match self.changed_resource_definitions() {
@@ -279,7 +294,14 @@ impl Controller {
     /// One pass: gather, decide, act.
     async fn pass(&self, scope: &Scope) -> Result<PassReport, PassError> {
         // Gather.
-        let fetch = tokio::time::timeout(self.settings.timeout, linstor_state::fetch(&self.parts.linstor));
+        let focus: Vec<String> = match scope {
+            Scope::Focus(names) => names.iter().cloned().collect(),
+            _ => Vec::new(),
+        };
+        let fetch = tokio::time::timeout(
+            self.settings.timeout,
+            linstor_state::fetch_resource_definitions(&self.parts.linstor, &focus),
+        );
         let linstor = match fetch.await {
             Ok(Ok(state)) => state,
             Ok(Err(error)) => {
@@ -320,7 +342,7 @@ impl Controller {
                     .set_held(work.held_at_retain, work.intents_held);
                 (work, pvs.len())
             }
-            Scope::ResourceDefinitions(names) => {
+            Scope::ResourceDefinitions(names) | Scope::Focus(names) => {
                 let mut planner = Planner::new(&snapshot, &*classes, &settings);
                 let mut decisions = Vec::new();
                 let mut decided = 0;
@@ -358,14 +380,14 @@ impl Controller {
         }
         let pvs = match scope {
             Scope::All => self.pvs.pvs(),
-            Scope::ResourceDefinitions(names) => names
+            Scope::ResourceDefinitions(names) | Scope::Focus(names) => names
                 .iter()
                 .flat_map(|name| self.pvs.of_resource_definition(name))
                 .collect(),
         };
         let saved: Vec<PersistentVolume> = match scope {
             Scope::All => saved_pvs(snapshot),
-            Scope::ResourceDefinitions(_) => Vec::new(),
+            Scope::ResourceDefinitions(_) | Scope::Focus(_) => Vec::new(),
         };
         let names: BTreeSet<&str> = pvs
             .iter()
@@ -586,6 +608,16 @@ impl Controller {
             .metrics
             .record_operation(kind, started.elapsed(), succeeded);
     }
+}
+
+/// The next focus of a node drain; never ends when there is none.
+async fn focus_update(focus: &mut Option<watch::Receiver<BTreeSet<String>>>) -> Option<BTreeSet<String>> {
+    if let Some(receiver) = focus
+        && receiver.changed().await.is_ok()
+    {
+        return Some(receiver.borrow_and_update().clone());
+    }
+    std::future::pending().await
 }
 
 /// The saved PVs (replace intents) LINSTOR holds, those that decode.

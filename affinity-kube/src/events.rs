@@ -1,12 +1,14 @@
-//! Events announcing a replaced PV, on the PV and on its claim, and warning
-//! events on a PV the controller cannot decide for.
+//! Events announcing a replaced PV, on the PV and on its claim, warning
+//! events on a PV the controller cannot decide for, and events on a node
+//! about its drain.
 //!
 //! Claims (namespaced) get `events.k8s.io/v1` events. PVs are cluster-scoped,
 //! and API servers before 1.22 refuse `events.k8s.io/v1` events about
 //! cluster-scoped objects, so PV events go through the core/v1 Events API,
 //! which every version accepts, in the `default` namespace. Where RBAC grants
 //! only one of the two APIs, that one is used for both. A refused event is
-//! logged, the other API tried, and it never fails the replace.
+//! logged, the other API tried, and it never fails the replace. Nodes are
+//! cluster-scoped too: their events go the same way as PV events.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -118,6 +120,24 @@ impl EventReporter {
         self.post(None, &pv_ref, &text).await;
     }
 
+    /// Emits an event with `reason` on Kubernetes node `node` about its drain
+    /// (a warning when `warning`).
+    pub async fn report_on_node(&self, node: &str, warning: bool, reason: &'static str, message: &str) {
+        let node_ref = ObjectReference {
+            api_version: Some("v1".to_owned()),
+            kind: Some("Node".to_owned()),
+            name: Some(node.to_owned()),
+            ..ObjectReference::default()
+        };
+        let text = EventText {
+            type_: if warning { "Warning" } else { "Normal" },
+            action: DRAIN_ACTION,
+            reason,
+            message,
+        };
+        self.post(None, &node_ref, &text).await;
+    }
+
     /// Posts an event about `regarding`, an object in `namespace` (`None`:
     /// cluster-scoped), through the first allowed API that accepts it.
     async fn post(&self, namespace: Option<&str>, regarding: &ObjectReference, text: &EventText<'_>) {
@@ -212,6 +232,9 @@ pub const REPLACE_HELD_REASON: &str = "ReplaceHeld";
 
 /// Action of the warning event.
 const WARNING_ACTION: &str = "Left unchanged";
+
+/// Action of the events about a node's drain.
+const DRAIN_ACTION: &str = "Drain";
 
 /// Type, action, reason and message of an event.
 struct EventText<'a> {

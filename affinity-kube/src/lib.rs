@@ -11,12 +11,17 @@
 //!   that a crash at any step converges when the decision is taken again;
 //!   [`events`] reports on the PV and its claim.
 //!
+//! Beside it, the [`drain`] reconciler drains a LINSTOR node while its
+//! Kubernetes node (kept in the [`node_cache`]) is cordoned, tainted or
+//! deleted, and tells the controller which volumes to follow closely.
+//!
 //! Around it: [`leader`] election on a Lease, [`metrics`] and the [`http`]
 //! endpoints, client-side [`throttle`] of the Kubernetes API, and the
 //! [`permissions`] RBAC grants, which decide the paths that are on.
 
 pub mod class_cache;
 pub mod controller;
+pub mod drain;
 pub mod events;
 pub mod http;
 pub mod intent;
@@ -24,6 +29,7 @@ pub mod leader;
 pub mod linstor_state;
 pub mod metrics;
 pub mod migrate;
+pub mod node_cache;
 pub mod permissions;
 pub mod pv_cache;
 pub mod reconcile;

@@ -33,8 +33,23 @@ pub struct FetchError {
 /// requests. Any failure fails the whole read: deciding on part of the state
 /// could replace PVs with a wrong affinity.
 pub async fn fetch(client: &Client) -> Result<LinstorState, FetchError> {
+    fetch_filtered(client, &[]).await
+}
+
+/// [`fetch`] limited to the resource definitions `names` (and their
+/// resources); every node is still read, as topology comes from them.
+/// Empty `names`: everything.
+pub async fn fetch_resource_definitions(
+    client: &Client,
+    names: &[String],
+) -> Result<LinstorState, FetchError> {
+    fetch_filtered(client, names).await
+}
+
+async fn fetch_filtered(client: &Client, names: &[String]) -> Result<LinstorState, FetchError> {
     let definitions = async {
         let filter = ResourceDefinitionFilter {
+            resource_definitions: names.to_vec(),
             with_volume_definitions: true,
             ..ResourceDefinitionFilter::default()
         };
@@ -47,13 +62,14 @@ pub async fn fetch(client: &Client) -> Result<LinstorState, FetchError> {
             })
     };
     let resources = async {
-        client
-            .view_resources(&ResourceViewFilter::default())
-            .await
-            .map_err(|source| FetchError {
-                what: "resources",
-                source,
-            })
+        let filter = ResourceViewFilter {
+            resources: names.to_vec(),
+            ..ResourceViewFilter::default()
+        };
+        client.view_resources(&filter).await.map_err(|source| FetchError {
+            what: "resources",
+            source,
+        })
     };
     let nodes = async {
         client

@@ -46,6 +46,8 @@ pub struct Metrics {
     leading: Gauge,
     cached_pvs: Gauge,
     paths: Family<[(&'static str, &'static str); 1], Gauge>,
+    nodes_draining: Gauge,
+    drain_replicas_remaining: Family<[(&'static str, String); 1], Gauge>,
 }
 
 /// Buckets from 1 ms to about 65 s, doubling.
@@ -89,6 +91,8 @@ impl Metrics {
             leading: Gauge::default(),
             cached_pvs: Gauge::default(),
             paths: Family::default(),
+            nodes_draining: Gauge::default(),
+            drain_replicas_remaining: Family::default(),
         };
         metrics.register()
     }
@@ -181,6 +185,17 @@ impl Metrics {
             self.paths.clone(),
         );
 
+        r.register(
+            "nodes_draining",
+            "Number of LINSTOR nodes drained for their Kubernetes node (no new replicas, queued, evacuating or blocked)",
+            self.nodes_draining.clone(),
+        );
+        r.register(
+            "drain_replicas_remaining",
+            "Number of resources left on a LINSTOR node this controller evacuates",
+            self.drain_replicas_remaining.clone(),
+        );
+
         let reconciler = reconciler_labels();
         self.reconciles.get_or_create_owned(&reconciler);
         self.reconcile_failures.get_or_create_owned(&reconciler);
@@ -194,6 +209,18 @@ impl Metrics {
                 .get_or_create_owned(&[("reconciler", RECONCILER), ("operation", operation.as_str())]);
         }
         self
+    }
+
+    /// Sets the drain figures: the nodes draining, and the resources left
+    /// on each node evacuated (nodes not listed lose their series).
+    pub fn set_drains(&self, draining: u64, remaining: &[(String, u64)]) {
+        self.nodes_draining.set(gauge_value(draining));
+        self.drain_replicas_remaining.clear();
+        for (node, left) in remaining {
+            self.drain_replicas_remaining
+                .get_or_create(&[("node", node.clone())])
+                .set(gauge_value(*left));
+        }
     }
 
     /// Records one reconcile; a success also sets the last-successful time to now.

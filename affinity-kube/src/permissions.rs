@@ -78,6 +78,11 @@ const MARK_BOUND: [Rule; 1] = [Rule {
 }];
 const CORE_EVENTS: [Rule; 1] = [cluster("", "events", "create")];
 const EVENTS: [Rule; 1] = [cluster("events.k8s.io", "events", "create")];
+const WATCH_NODES: [Rule; 3] = [
+    cluster("", "nodes", "get"),
+    cluster("", "nodes", "list"),
+    cluster("", "nodes", "watch"),
+];
 const LEADER_ELECTION: [Rule; 3] = [lease("get"), lease("create"), lease("update")];
 
 const fn lease(verb: &'static str) -> Rule {
@@ -111,11 +116,15 @@ pub enum Capability {
     Events,
     /// Leader election on the Lease: required with leader election on.
     LeaderElection,
+    /// Watch Kubernetes nodes: node drain (cordon, deletion, the
+    /// `piraeus.io/evacuate` taint). Required when a drain or delete policy
+    /// is set.
+    WatchNodes,
 }
 
 impl Capability {
     /// Every capability.
-    pub const ALL: [Self; 8] = [
+    pub const ALL: [Self; 9] = [
         Self::ReplacePvs,
         Self::WatchStorageClasses,
         Self::GetStorageClasses,
@@ -124,6 +133,7 @@ impl Capability {
         Self::CoreEvents,
         Self::Events,
         Self::LeaderElection,
+        Self::WatchNodes,
     ];
 
     /// The rules it needs.
@@ -137,6 +147,7 @@ impl Capability {
             Self::CoreEvents => &CORE_EVENTS,
             Self::Events => &EVENTS,
             Self::LeaderElection => &LEADER_ELECTION,
+            Self::WatchNodes => &WATCH_NODES,
         }
     }
 
@@ -151,6 +162,7 @@ impl Capability {
             Self::CoreEvents => "core_events",
             Self::Events => "events",
             Self::LeaderElection => "leader_election",
+            Self::WatchNodes => "node_drain",
         }
     }
 }
@@ -197,10 +209,15 @@ impl Grants {
     }
 
     /// Which paths are on, or what the controller cannot work without.
-    pub fn paths(&self, leader_election: bool) -> Result<Paths, MissingPermissions> {
+    /// With `node_drain` (a drain or delete policy is set) the nodes are
+    /// required too.
+    pub fn paths(&self, leader_election: bool, node_drain: bool) -> Result<Paths, MissingPermissions> {
         let mut missing = self.missing(Capability::ReplacePvs);
         if leader_election {
             missing.extend(self.missing(Capability::LeaderElection));
+        }
+        if node_drain {
+            missing.extend(self.missing(Capability::WatchNodes));
         }
         let watch_storage_classes = self.allows(Capability::WatchStorageClasses);
         if !watch_storage_classes && !self.allows(Capability::GetStorageClasses) {
@@ -219,6 +236,7 @@ impl Grants {
                 core: self.allows(Capability::CoreEvents),
                 events_v1: self.allows(Capability::Events),
             },
+            node_drain: self.allows(Capability::WatchNodes),
         })
     }
 }
@@ -264,6 +282,8 @@ pub struct Paths {
     pub mark_bound: bool,
     /// The Event APIs granted.
     pub events: EventApis,
+    /// Kubernetes nodes watched, so LINSTOR nodes are drained as they ask.
+    pub node_drain: bool,
 }
 
 impl Paths {
@@ -273,10 +293,11 @@ impl Paths {
         claims: true,
         mark_bound: true,
         events: EventApis::ALL,
+        node_drain: true,
     };
 
     /// Each optional path by name, with whether it is on.
-    pub fn by_name(&self) -> [(&'static str, bool); 5] {
+    pub fn by_name(&self) -> [(&'static str, bool); 6] {
         [
             (
                 Capability::WatchStorageClasses.as_str(),
@@ -286,6 +307,7 @@ impl Paths {
             (Capability::MarkBound.as_str(), self.mark_bound),
             (Capability::CoreEvents.as_str(), self.events.core),
             (Capability::Events.as_str(), self.events.events_v1),
+            (Capability::WatchNodes.as_str(), self.node_drain),
         ]
     }
 
@@ -313,6 +335,12 @@ impl Paths {
         }
         if !self.events.events_v1 {
             off.push("events.k8s.io events cannot be created: claim events use core/v1");
+        }
+        if !self.node_drain {
+            off.push(
+                "nodes cannot be listed and watched: node drain is off (cordons, node deletions and the \
+                 piraeus.io/evacuate taint leave LINSTOR nodes alone)",
+            );
         }
         off
     }
@@ -385,7 +413,7 @@ mod tests {
 
     #[test]
     fn everything_granted_turns_every_path_on() {
-        assert_eq!(Grants::all().paths(true), Ok(Paths::ALL));
+        assert_eq!(Grants::all().paths(true, false), Ok(Paths::ALL));
     }
 
     #[test]
@@ -395,8 +423,9 @@ mod tests {
             Capability::Claims,
             Capability::MarkBound,
             Capability::CoreEvents,
+            Capability::WatchNodes,
         ]);
-        let paths = reference.paths(true).unwrap();
+        let paths = reference.paths(true, false).unwrap();
         assert_eq!(
             paths,
             Paths {
@@ -407,22 +436,23 @@ mod tests {
                     core: false,
                     events_v1: true
                 },
+                node_drain: false,
             }
         );
-        assert_eq!(paths.off_explained().len(), 3);
-        assert!(paths.by_name().iter().filter(|(_, on)| !on).count() == 4);
+        assert_eq!(paths.off_explained().len(), 4);
+        assert!(paths.by_name().iter().filter(|(_, on)| !on).count() == 5);
     }
 
     #[test]
     fn marking_bound_needs_the_claims() {
-        let paths = denying(&[Capability::Claims]).paths(false).unwrap();
+        let paths = denying(&[Capability::Claims]).paths(false, false).unwrap();
         assert!(!paths.mark_bound);
     }
 
     #[test]
     fn required_rules_are_named() {
         let error = Grants::denying([cluster("", "persistentvolumes", "delete")])
-            .paths(false)
+            .paths(false, false)
             .unwrap_err();
         assert_eq!(
             error.to_string(),
@@ -430,15 +460,15 @@ mod tests {
         );
 
         let no_classes = denying(&[Capability::WatchStorageClasses, Capability::GetStorageClasses]);
-        let error = no_classes.paths(false).unwrap_err();
+        let error = no_classes.paths(false, false).unwrap_err();
         assert!(
             error.to_string().contains("get storage.k8s.io/storageclasses"),
             "{error}"
         );
 
         let no_lease = denying(&[Capability::LeaderElection]);
-        assert!(no_lease.paths(false).is_ok());
-        let error = no_lease.paths(true).unwrap_err();
+        assert!(no_lease.paths(false, false).is_ok());
+        let error = no_lease.paths(true, false).unwrap_err();
         assert!(
             error.to_string().contains("update coordination.k8s.io/leases"),
             "{error}"
@@ -446,8 +476,18 @@ mod tests {
     }
 
     #[test]
+    fn a_drain_policy_requires_the_nodes() {
+        let no_nodes = denying(&[Capability::WatchNodes]);
+        assert!(!no_nodes.paths(false, false).unwrap().node_drain);
+        let error = no_nodes.paths(false, true).unwrap_err();
+        assert!(error.to_string().contains("watch core/nodes"), "{error}");
+    }
+
+    #[test]
     fn classes_by_get_suffice() {
-        let paths = denying(&[Capability::WatchStorageClasses]).paths(false).unwrap();
+        let paths = denying(&[Capability::WatchStorageClasses])
+            .paths(false, false)
+            .unwrap();
         assert!(!paths.watch_storage_classes);
     }
 }

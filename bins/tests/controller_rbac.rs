@@ -177,11 +177,12 @@ async fn our_role_is_minimal_and_turns_every_path_on() {
     )
     .await;
     let all: BTreeSet<Capability> = Capability::ALL.into_iter().collect();
-    // StorageClasses by get are not needed where they can be watched.
+    // StorageClasses by get are not needed where they can be watched; node
+    // drain is granted only with the chart's nodeDrain.enabled.
     let used: BTreeSet<Capability> = all
         .iter()
         .copied()
-        .filter(|capability| *capability != Capability::GetStorageClasses)
+        .filter(|capability| ![Capability::GetStorageClasses, Capability::WatchNodes].contains(capability))
         .collect();
     assert_eq!(full.intersection(&used).copied().collect::<BTreeSet<_>>(), used);
 

@@ -16,7 +16,10 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
+use affinity_core::drain::{DeletePolicy, DrainPolicy, DrainSettings, PolicyNameError};
 use affinity_kube::controller::{Controller, ControllerParts, ControllerSettings};
+use affinity_kube::drain::{DrainConfig, DrainReconciler};
+use affinity_kube::events::EventReporter;
 use affinity_kube::http::{Readiness, bind_health, bind_metrics};
 use affinity_kube::leader::{LeaderElector, LeaseSettings};
 use affinity_kube::metrics::Metrics;
@@ -138,6 +141,21 @@ struct Cli {
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
     leader_election_retry_period: Duration,
 
+    /// What a cordon (spec.unschedulable) does to the node's LINSTOR node: Ignore; NoSchedule (no
+    /// new replicas: AutoplaceTarget=false, existing replicas stay); Evacuate (LINSTOR moves the
+    /// replicas elsewhere, keeping one in use until it is no longer). The taint
+    /// piraeus.io/evacuate evacuates whatever this says. Uncordoning undoes exactly what was done.
+    #[arg(long, value_name = "POLICY", default_value = "Ignore", value_parser = parse_drain_policy)]
+    node_drain_policy: DrainPolicy,
+
+    /// What deleting a Kubernetes node does to its LINSTOR node: Orphan (nothing) or Evacuate.
+    #[arg(long, value_name = "POLICY", default_value = "Orphan", value_parser = parse_delete_policy)]
+    node_delete_policy: DeletePolicy,
+
+    /// Nodes evacuated at once; further nodes wait, with an event saying so.
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    max_concurrent_evacuations: u32,
+
     /// Kubernetes API requests per second, on average (0: no client-side limit).
     #[arg(long, value_name = "QPS", default_value_t = 300.0)]
     kube_api_qps: f64,
@@ -194,6 +212,14 @@ const PERMISSION_RETRY: Duration = Duration::from_secs(2);
 /// Threads of the async runtime: the controller mostly waits for the network, and one thread per
 /// core of a large node would only add stacks and allocator state.
 const RUNTIME_THREADS: usize = 2;
+
+fn parse_drain_policy(text: &str) -> Result<DrainPolicy, PolicyNameError> {
+    text.parse()
+}
+
+fn parse_delete_policy(text: &str) -> Result<DeletePolicy, PolicyNameError> {
+    text.parse()
+}
 
 /// Parses a command line as Go's `flag` package reads it (see [`go_flags`]).
 fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Cli, clap::Error> {
@@ -310,8 +336,19 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         workers = settings.workers,
         property_namespace = settings.property_namespace.as_deref().unwrap_or("(guessed)"),
         leader_election = cli.leader_election,
+        node_drain_policy = %cli.node_drain_policy,
+        node_delete_policy = %cli.node_delete_policy,
+        max_concurrent_evacuations = cli.max_concurrent_evacuations,
         "starting"
     );
+    let drain_settings = DrainSettings {
+        drain_policy: cli.node_drain_policy,
+        delete_policy: cli.node_delete_policy,
+        max_concurrent_evacuations: usize::try_from(cli.max_concurrent_evacuations).unwrap_or(usize::MAX),
+        ..DrainSettings::default()
+    };
+    let drain_policies_set = drain_settings.drain_policy != DrainPolicy::Ignore
+        || drain_settings.delete_policy != DeletePolicy::Orphan;
     if cli.leader_election {
         info!(lease = %lock.name, namespace = %lock.namespace, %identity, "leader election on");
     }
@@ -320,12 +357,14 @@ async fn run(cli: Cli) -> Result<(), Failure> {
     let Some(grants) = ask_permissions(&kube, &lock.namespace, &shutdown).await else {
         return Ok(());
     };
-    settings.paths = grants.paths(cli.leader_election).map_err(|e| {
-        failure(
-            EXIT_FAILURE,
-            format!("the controller's RBAC role is not enough: {e}"),
-        )
-    })?;
+    settings.paths = grants
+        .paths(cli.leader_election, drain_policies_set)
+        .map_err(|e| {
+            failure(
+                EXIT_FAILURE,
+                format!("the controller's RBAC role is not enough: {e}"),
+            )
+        })?;
     for cost in settings.paths.off_explained() {
         warn!(path_off = cost, "RBAC does not grant a faster path");
     }
@@ -348,6 +387,23 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         affinity_kube::leader::Leadership::always()
     };
     let observer = step_observer(&cli);
+    let drain = settings.paths.node_drain.then(|| {
+        let config = DrainConfig {
+            decisions: drain_settings,
+            reconcile_rate: settings.reconcile_rate,
+            resync_rate: settings.resync_rate,
+            property_namespace: settings.property_namespace.clone(),
+        };
+        let events = EventReporter::new(kube.clone(), &settings.instance).with_apis(settings.paths.events);
+        DrainReconciler::new(
+            config,
+            kube.clone(),
+            linstor.clone(),
+            leadership.clone(),
+            Arc::clone(&metrics),
+            events,
+        )
+    });
     let parts = ControllerParts {
         kube,
         linstor,
@@ -356,8 +412,15 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         readiness,
         observer,
         after_pass: Some(Arc::new(release_free_memory)),
+        drain_focus: drain.as_ref().map(DrainReconciler::focus),
     };
-    Controller::new(settings, parts).run(shutdown.clone()).await;
+    let controller = Controller::new(settings, parts);
+    match &drain {
+        Some(drain) => {
+            tokio::join!(controller.run(shutdown.clone()), drain.run(shutdown.clone()));
+        }
+        None => controller.run(shutdown.clone()).await,
+    }
     // Let the elector release the Lease before the runtime stops.
     shutdown.cancel();
     tokio::time::sleep(Duration::from_millis(200)).await;
