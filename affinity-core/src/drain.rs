@@ -775,6 +775,101 @@ fn continue_evacuation(
     )
 }
 
+/// Where one node's drain stands, as `drain-status` shows it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeDrainStatus {
+    /// The Kubernetes node (from the record, else the node asking).
+    pub node: String,
+    /// The LINSTOR node, when one belongs to it.
+    pub linstor_node: Option<String>,
+    /// What asks for the drain: `cordon`, `taint` or `deleted`, with the
+    /// mode (`cordon/Evacuate`); a bare request when there is no record.
+    pub request: String,
+    /// `NoSchedule`, `Queued`, `Evacuating`, `Completed`, `Blocked`, or
+    /// `NotHandled` (the node asks, but no drain record exists: the
+    /// controller's policy ignores it, or it has not acted yet).
+    pub state: String,
+    /// Resources left on the LINSTOR node.
+    pub replicas_left: Option<usize>,
+    /// When the drain began (RFC 3339).
+    pub since: Option<String>,
+    /// Why it cannot go on.
+    pub blocked_reason: Option<String>,
+}
+
+impl NodeDrainStatus {
+    /// Whether the drain is blocked.
+    pub fn is_blocked(&self) -> bool {
+        self.blocked_reason.is_some()
+    }
+}
+
+/// The drain status of every node with a drain record, and of every
+/// Kubernetes node cordoned or tainted `piraeus.io/evacuate` without one,
+/// ordered by Kubernetes node. Reads records and LINSTOR state only, so it
+/// needs no policy.
+pub fn drain_status(
+    kube: &[KubeNodeView],
+    linstor: &[LinstorNodeView],
+    hostname_property: &str,
+) -> Vec<NodeDrainStatus> {
+    let mut rows = Vec::new();
+    let mut covered = BTreeSet::new();
+    for node in linstor {
+        let owner = kube.iter().find(|k| node.belongs_to(k, hostname_property));
+        let row = match node.record() {
+            None => continue,
+            Some(Err(error)) => NodeDrainStatus {
+                node: owner.map_or_else(|| node.name.clone(), |k| k.name.clone()),
+                linstor_node: Some(node.name.clone()),
+                request: "unknown".to_owned(),
+                state: "Blocked".to_owned(),
+                replicas_left: Some(node.replicas),
+                since: None,
+                blocked_reason: Some(error.to_string()),
+            },
+            Some(Ok(record)) => {
+                let state = record.state(node);
+                NodeDrainStatus {
+                    node: record.kubernetes_node.clone(),
+                    linstor_node: Some(node.name.clone()),
+                    request: format!("{}/{}", record.cause, record.mode),
+                    state: state.to_string(),
+                    replicas_left: Some(node.replicas),
+                    since: Some(record.since.clone()),
+                    blocked_reason: match state {
+                        DrainState::Blocked(reason) => Some(reason),
+                        _ => None,
+                    },
+                }
+            }
+        };
+        if let Some(owner) = owner {
+            covered.insert(owner.name.clone());
+        }
+        covered.insert(row.node.clone());
+        rows.push(row);
+    }
+    for node in kube {
+        if covered.contains(&node.name) || node.deleted || !(node.unschedulable || node.evacuate_taint) {
+            continue;
+        }
+        let linstor_node = linstor.iter().find(|l| l.belongs_to(node, hostname_property));
+        rows.push(NodeDrainStatus {
+            node: node.name.clone(),
+            linstor_node: linstor_node.map(|l| l.name.clone()),
+            request: if node.evacuate_taint { "taint" } else { "cordon" }.to_owned(),
+            state: "NotHandled".to_owned(),
+            replicas_left: linstor_node.map(|l| l.replicas),
+            since: None,
+            blocked_reason: None,
+        });
+    }
+    rows.sort_by(|a, b| a.node.cmp(&b.node));
+    rows
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1131,5 +1226,44 @@ mod tests {
         assert!(!a.evacuating);
         assert_eq!(a.properties[AUTOPLACE_TARGET_PROPERTY], "false");
         assert_eq!(a.record().unwrap().unwrap().state(&a), DrainState::NoSchedule);
+    }
+
+    #[test]
+    fn status_shows_records_and_unhandled_requests_and_blocks() {
+        let settings = settings(DrainPolicy::Evacuate);
+        let mut a = linstor("a", 3);
+        let steps = plan(&[cordoned("a")], &[a.clone()], &settings);
+        apply(&mut a, &steps[0]);
+        let mut b = linstor("b", 1);
+        let refused = DrainRecord {
+            kubernetes_node: "b".to_owned(),
+            cause: DrainCause::Taint,
+            mode: DrainMode::Evacuate,
+            since: NOW.to_owned(),
+            set_autoplace_target: false,
+            evacuated: false,
+            restored_by_others: 0,
+            blocked: None,
+        }
+        .refused("no eligible node");
+        b.properties
+            .insert(DRAIN_RECORD_PROPERTY.to_owned(), refused.encode());
+        let rows = drain_status(
+            &[cordoned("a"), kube("b"), cordoned("c")],
+            &[a, b, linstor("c", 2)],
+            HOSTNAME,
+        );
+        assert_eq!(rows.len(), 3, "{rows:?}");
+        assert_eq!(
+            (rows[0].state.as_str(), rows[0].replicas_left),
+            ("Evacuating", Some(3))
+        );
+        assert_eq!(rows[0].request, "cordon/Evacuate");
+        assert!(rows[1].is_blocked() && rows[1].blocked_reason.as_ref().unwrap().contains("no eligible"));
+        assert_eq!(
+            (rows[2].state.as_str(), rows[2].request.as_str()),
+            ("NotHandled", "cordon")
+        );
+        assert!(!rows[0].is_blocked() && !rows[2].is_blocked());
     }
 }

@@ -237,62 +237,19 @@ impl DrainReconciler {
         };
 
         // Gather.
-        let nodes = self
-            .linstor
-            .list_nodes(&NodeFilter::default())
-            .await
-            .map_err(|source| DrainError::Read {
-                what: "nodes",
-                source,
-            })?;
-        let namespace = match &self.config.property_namespace {
-            Some(namespace) => namespace.clone(),
-            None => guess_property_namespace(nodes.iter().map(|node| &node.props)).to_owned(),
-        };
-        let hostname_property = format!("{namespace}/{KUBERNETES_HOSTNAME_LABEL}");
-        let mut views: Vec<LinstorNodeView> = nodes
-            .iter()
-            .map(|node| LinstorNodeView {
-                name: node.name.clone(),
-                properties: node.props.clone(),
-                evacuating: node.flags.iter().any(|flag| flag == EVACUATE_FLAG),
-                replicas: 0,
-            })
-            .collect();
-        let involved: Vec<String> = views
-            .iter()
-            .filter(|view| {
+        let linstor = read_linstor_nodes(
+            &self.linstor,
+            self.config.property_namespace.as_deref(),
+            |view, hostname_property| {
                 view.properties.contains_key(DRAIN_RECORD_PROPERTY)
                     || kube.iter().any(|k| {
-                        view.belongs_to(k, &hostname_property) && requested_drain(k, &settings).is_some()
+                        view.belongs_to(k, hostname_property) && requested_drain(k, &settings).is_some()
                     })
-            })
-            .map(|view| view.name.clone())
-            .collect();
-        let mut on_node: BTreeMap<String, Vec<String>> = BTreeMap::new();
-        if !involved.is_empty() {
-            let filter = ResourceViewFilter {
-                nodes: involved.clone(),
-                ..ResourceViewFilter::default()
-            };
-            let resources =
-                self.linstor
-                    .view_resources(&filter)
-                    .await
-                    .map_err(|source| DrainError::Read {
-                        what: "resources",
-                        source,
-                    })?;
-            for resource in resources {
-                on_node
-                    .entry(resource.node_name.clone())
-                    .or_default()
-                    .push(resource.name.clone());
-            }
-        }
-        for view in &mut views {
-            view.replicas = on_node.get(&view.name).map_or(0, Vec::len);
-        }
+            },
+        )
+        .await?;
+        let (views, hostname_property, on_node) =
+            (linstor.nodes, linstor.hostname_property, linstor.resources);
 
         // Decide.
         let now = Timestamp::now().to_string();
@@ -534,6 +491,82 @@ impl DrainReconciler {
         info!(node, reason, %message, "drain");
         self.events.report_on_node(node, warning, reason, &message).await;
     }
+}
+
+/// The LINSTOR nodes as drain decisions see them.
+#[derive(Debug, Default)]
+pub struct LinstorNodes {
+    /// Every LINSTOR node; resources counted on the involved ones only.
+    pub nodes: Vec<LinstorNodeView>,
+    /// The node property naming the Kubernetes node
+    /// (`<property namespace>/kubernetes.io/hostname`).
+    pub hostname_property: String,
+    /// Resource definitions with a resource on each involved node.
+    pub resources: BTreeMap<String, Vec<String>>,
+}
+
+/// Reads the LINSTOR nodes, and the resources on those `involved` selects
+/// (given each node and the hostname property): one request, two when any
+/// node is involved. `property_namespace` `None`: guessed from the nodes.
+pub async fn read_linstor_nodes(
+    client: &linstor_api::Client,
+    property_namespace: Option<&str>,
+    involved: impl Fn(&LinstorNodeView, &str) -> bool,
+) -> Result<LinstorNodes, DrainError> {
+    let nodes = client
+        .list_nodes(&NodeFilter::default())
+        .await
+        .map_err(|source| DrainError::Read {
+            what: "nodes",
+            source,
+        })?;
+    let namespace = match property_namespace {
+        Some(namespace) => namespace.to_owned(),
+        None => guess_property_namespace(nodes.iter().map(|node| &node.props)).to_owned(),
+    };
+    let hostname_property = format!("{namespace}/{KUBERNETES_HOSTNAME_LABEL}");
+    let mut views: Vec<LinstorNodeView> = nodes
+        .into_iter()
+        .map(|node| LinstorNodeView {
+            evacuating: node.flags.iter().any(|flag| flag == EVACUATE_FLAG),
+            name: node.name,
+            properties: node.props,
+            replicas: 0,
+        })
+        .collect();
+    let selected: Vec<String> = views
+        .iter()
+        .filter(|view| involved(view, &hostname_property))
+        .map(|view| view.name.clone())
+        .collect();
+    let mut resources: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    if !selected.is_empty() {
+        let filter = ResourceViewFilter {
+            nodes: selected,
+            ..ResourceViewFilter::default()
+        };
+        let listed = client
+            .view_resources(&filter)
+            .await
+            .map_err(|source| DrainError::Read {
+                what: "resources",
+                source,
+            })?;
+        for resource in listed {
+            resources
+                .entry(resource.node_name.clone())
+                .or_default()
+                .push(resource.name.clone());
+        }
+    }
+    for view in &mut views {
+        view.replicas = resources.get(&view.name).map_or(0, Vec::len);
+    }
+    Ok(LinstorNodes {
+        nodes: views,
+        hostname_property,
+        resources,
+    })
 }
 
 /// Error replies inside a successful answer are a refusal.

@@ -1,6 +1,6 @@
 //! The `linstor-affinity` command line tool, as a library: reading the state of a cluster (a dump
 //! or the live cluster), turning it into the decision engine's model, rendering the plan,
-//! replacing single PVs and discarding the intent of a replace.
+//! replacing single PVs, discarding the intent of a replace and showing node drains.
 //!
 //! Each module has one job:
 //! - [`dump`] reads and checks the files of a dump directory;
@@ -18,7 +18,8 @@
 //! - [`plan`] ties them together for `plan` and picks the exit status;
 //! - [`replace`] decides for one PV and runs the replace protocol;
 //! - [`discard`] removes the intent of a replace from a LINSTOR volume definition;
-//! - [`lease`] fences the commands that write while a controller holds its Lease.
+//! - [`lease`] fences the commands that write while a controller holds its Lease;
+//! - [`drain_status`] reads and shows where each node's drain stands.
 //!
 //! The `linstor-affinity` binary is also the kubectl plugin `kubectl linstor-affinity` (kubectl maps
 //! the dash of a plugin command to an underscore in its file name); install it with
@@ -26,6 +27,7 @@
 
 pub mod convert;
 pub mod discard;
+pub mod drain_status;
 pub mod dump;
 pub mod duration;
 pub mod go_flags;

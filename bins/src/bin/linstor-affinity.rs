@@ -19,6 +19,7 @@ use affinity_core::k8s_openapi::jiff::Timestamp;
 use affinity_core::{DecisionSettings, VolumeId};
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use linstor_affinity_cli::discard::{self, DiscardError};
+use linstor_affinity_cli::drain_status::{self, DrainStatusError};
 use linstor_affinity_cli::duration::parse_duration;
 use linstor_affinity_cli::go_flags::{self, FlagNames};
 use linstor_affinity_cli::kube_args::KubeArgs;
@@ -54,6 +55,9 @@ enum Command {
     /// Discard the intent of a replace (the saved PV on a LINSTOR volume definition), on purpose.
     #[command(after_long_help = DISCARD_HELP)]
     DiscardIntent(DiscardArgs),
+    /// Show where each node's drain stands: request, state, replicas left, since, why blocked.
+    #[command(after_long_help = DRAIN_STATUS_HELP)]
+    DrainStatus(DrainStatusArgs),
 }
 
 /// Exit code of a command that did not write because a controller holds its Lease.
@@ -222,6 +226,50 @@ Example:
   LS_CONTROLLERS=http://linstor-controller:3370 linstor-affinity discard-intent pvc-0b6f1c2e/0"
 );
 
+const DRAIN_STATUS_HELP: &str = concat!(
+    "\
+Reads the Kubernetes nodes and LINSTOR (the nodes, and the resources on the nodes that drain) and
+shows one row per node with a drain record (the controller's Aux/linstor-affinity/drain property on
+the LINSTOR node) and per Kubernetes node cordoned or tainted piraeus.io/evacuate without one:
+  REQUEST  cordon, taint or deleted, with the mode (cordon/Evacuate, cordon/NoSchedule)
+  STATE    NoSchedule (no new replicas), Queued (waits for --max-concurrent-evacuations),
+           Evacuating, Completed (no replica left), Blocked (see BLOCKED), NotHandled (the node
+           asks but the controller's policy ignores it, or it has not acted yet)
+Only reads; it needs list on nodes.
+
+",
+    kubernetes_help!(),
+    "\n",
+    linstor_env_help!(),
+    "
+Exit codes:
+  0  no drain is blocked
+  1  the status could not be read
+  2  some drain is blocked
+
+JSON and YAML field names are stable (formatVersion 1): nodes[] {node, linstorNode, request, state,
+replicasLeft, since, blockedReason}.
+
+Example:
+  LS_CONTROLLERS=http://linstor-controller:3370 linstor-affinity drain-status -o json"
+);
+
+#[derive(Debug, clap::Args)]
+struct DrainStatusArgs {
+    /// Output format.
+    #[arg(short, long, value_enum, default_value_t = Format::Table)]
+    output: Format,
+
+    /// LINSTOR property namespace of the nodes' topology labels, where
+    /// kubernetes.io/hostname ties a LINSTOR node to its Kubernetes node (default: guessed as the
+    /// controller does).
+    #[arg(long, value_name = "NS")]
+    property_namespace: Option<String>,
+
+    #[command(flatten, next_help_heading = "Kubernetes")]
+    kube: KubeArgs,
+}
+
 /// The settings shared by every decision.
 #[derive(Debug, clap::Args)]
 struct DecisionArgs {
@@ -322,6 +370,10 @@ enum CliError {
     Live(#[from] LiveError),
     #[error(transparent)]
     Discard(#[from] DiscardError),
+    #[error(transparent)]
+    DrainStatus(#[from] DrainStatusError),
+    #[error("LINSTOR client configuration (LS_* environment): {0}")]
+    LinstorConfig(#[from] linstor_api::ConfigError),
     #[error(
         "refusing to discard the intent of volume {volume} without confirmation: standard input is not a \
          terminal; pass --yes to discard it anyway"
@@ -596,6 +648,21 @@ fn parse(args: Vec<OsString>) -> Result<Cli, clap::Error> {
     Cli::from_arg_matches(&matches)
 }
 
+fn drain_status(args: DrainStatusArgs) -> Result<Status, CliError> {
+    let linstor = linstor_api::Client::from_env()?;
+    let report = runtime()?.block_on(async {
+        let (kube, _) = kube_client(&args.kube).await?;
+        let report = drain_status::gather(&kube, &linstor, args.property_namespace.as_deref()).await?;
+        Ok::<_, CliError>(report)
+    })?;
+    write_stdout(&drain_status::render(&report, args.output)?)?;
+    Ok(if report.any_blocked() {
+        Status::Attention
+    } else {
+        Status::Clean
+    })
+}
+
 fn main() -> ExitCode {
     let cli = match parse(std::env::args_os().collect()) {
         Ok(cli) => cli,
@@ -614,6 +681,7 @@ fn main() -> ExitCode {
         Command::Plan(args) => plan(args),
         Command::Replace(args) => replace(args),
         Command::DiscardIntent(args) => discard_intent(args),
+        Command::DrainStatus(args) => drain_status(args),
     };
     match result {
         Ok(status) => ExitCode::from(status.code()),
