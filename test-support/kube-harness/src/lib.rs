@@ -1,7 +1,7 @@
 //! Integration-test support against a real Kubernetes control plane.
 //!
 //! One control plane (etcd, kube-apiserver, kube-controller-manager with the PV binder and the PV/PVC
-//! protection controllers, kube-scheduler) is started per test binary through `scripts/k8s/up`, or an
+//! protection controllers and the StatefulSet controller, kube-scheduler) is started per test binary through `scripts/k8s/up`, or an
 //! existing one is attached through [`KUBECONFIG_ENV`]. The cluster outlives no test binary: `up` runs a
 //! watchdog that stops it once the test process is gone, so no destructor is needed.
 //!
