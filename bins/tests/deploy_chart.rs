@@ -592,6 +592,64 @@ fn monitoring_off_renders_no_metrics_and_on_renders_them() {
 }
 
 #[test]
+fn node_drain_adds_the_nodes_rule_and_its_flags() {
+    let Some(tools) = Tools::get("node_drain_adds_the_nodes_rule_and_its_flags") else {
+        return;
+    };
+    let endpoint = format!("linstor.endpoint={ENDPOINT}");
+
+    // Off (the default): neither the rule nor a flag.
+    let docs = tools.render(&["--set", &endpoint]);
+    assert_eq!(one(&docs, "ClusterRole")["rules"], expected_cluster_rules());
+    assert_eq!(args(one(&docs, "Deployment")), default_args());
+
+    let docs = tools.render(&[
+        "--set",
+        &endpoint,
+        "--set",
+        "nodeDrain.enabled=true,nodeDrain.drainPolicy=Evacuate,nodeDrain.maxConcurrentEvacuations=2",
+    ]);
+    let mut rules = expected_cluster_rules();
+    rules
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"apiGroups": [""], "resources": ["nodes"], "verbs": ["get", "list", "watch"]}));
+    assert_eq!(one(&docs, "ClusterRole")["rules"], rules);
+    let mut expected = default_args();
+    expected.extend(
+        [
+            "--node-drain-policy=Evacuate",
+            "--node-delete-policy=Orphan",
+            "--max-concurrent-evacuations=2",
+        ]
+        .map(str::to_owned),
+    );
+    assert_eq!(args(one(&docs, "Deployment")), expected);
+
+    // An unknown policy fails, also while off; so do the flags under options, which would come
+    // without the nodes rule.
+    for (set, message) in [
+        (
+            "nodeDrain.drainPolicy=Evict",
+            r#"nodeDrain.drainPolicy "Evict" is not one of Ignore, NoSchedule, Evacuate"#,
+        ),
+        (
+            "nodeDrain.enabled=true,nodeDrain.deletePolicy=Delete",
+            r#"nodeDrain.deletePolicy "Delete" is not one of Orphan, Evacuate"#,
+        ),
+        (
+            "options.nodeDrainPolicy=Evacuate",
+            "options.nodeDrainPolicy: set nodeDrain.drainPolicy instead",
+        ),
+    ] {
+        let err = tools
+            .template("lac", "default", &["--set", &endpoint, "--set", set])
+            .unwrap_err();
+        assert!(err.contains(message), "{set}: {err}");
+    }
+}
+
+#[test]
 fn the_disruption_budget_never_blocks_a_drain() {
     let Some(tools) = Tools::get("the_disruption_budget_never_blocks_a_drain") else {
         return;
@@ -1002,8 +1060,12 @@ async fn renderings_apply_to_a_v1_20_api_server() {
     let ns = cluster.env.namespace().to_owned();
     cluster.create_monitoring_crds();
     let endpoint = format!("linstor.endpoint={ENDPOINT}");
-    let cases: [(&str, Vec<&str>); 5] = [
+    let cases: [(&str, Vec<&str>); 6] = [
         ("defaults", vec![]),
+        (
+            "node drain",
+            vec!["--set", "nodeDrain.enabled=true,nodeDrain.drainPolicy=NoSchedule"],
+        ),
         (
             "client secret",
             vec!["--set", "linstor.clientSecret=linstor-client-tls"],
@@ -1124,6 +1186,8 @@ async fn helm_install_creates_the_deployment_and_rbac() {
         ("update", "leases.coordination.k8s.io", Some(ns.as_str()), true),
         ("get", "leases.coordination.k8s.io", Some(other), false),
         ("get", "secrets", Some(ns.as_str()), false),
+        // Only with nodeDrain.enabled.
+        ("watch", "nodes", None, false),
     ] {
         assert_eq!(
             cluster.can(&account, verb, resource, namespace),

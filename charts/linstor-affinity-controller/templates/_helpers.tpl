@@ -201,3 +201,23 @@ smallest number of replicas (a percentage: more than one replica).
 {{- end }}
 {{- end }}
 {{- end }}
+
+{{/*
+Checks nodeDrain (also when off, so a typo shows before it is turned on): the policies must be
+ones the controller knows, and the drain flags must not also come from options, which would pass
+them without the nodes rule they need (the controller then stops at start).
+*/}}
+{{- define "linstor-affinity-controller.checkNodeDrain" -}}
+{{- $drain := .Values.nodeDrain }}
+{{- range $key, $known := dict "drainPolicy" (list "Ignore" "NoSchedule" "Evacuate") "deletePolicy" (list "Orphan" "Evacuate") }}
+{{- $value := get $drain $key }}
+{{- if not (has $value $known) }}
+{{- fail (printf "nodeDrain.%s %q is not one of %s" $key (toString $value) (join ", " $known)) }}
+{{- end }}
+{{- end }}
+{{- range $option, $key := dict "nodeDrainPolicy" "drainPolicy" "nodeDeletePolicy" "deletePolicy" "maxConcurrentEvacuations" "maxConcurrentEvacuations" }}
+{{- if and (hasKey $.Values.options $option) (not (kindIs "invalid" (index $.Values.options $option))) }}
+{{- fail (printf "options.%s: set nodeDrain.%s instead, with nodeDrain.enabled=true (which also grants the nodes rule)" $option $key) }}
+{{- end }}
+{{- end }}
+{{- end }}
