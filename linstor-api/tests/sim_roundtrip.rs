@@ -687,3 +687,106 @@ fn broken_state_files_are_rejected_with_a_reason() {
     assert!(e.contains("nodes[0].name"), "{e}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[tokio::test]
+async fn refused_evacuation_is_an_error_and_changes_nothing() {
+    let (sim, c) = start().await;
+    let before = sim.state();
+    // pvc-2 (node-b, node-c) has nowhere to go from node-b once node-a and node-d are excluded;
+    // pvc-1 alone could go on (node-c's diskless replica would become diskful).
+    let e = c
+        .evacuate_node(
+            "node-b",
+            &NodeEvacuate {
+                do_not_target: vec!["node-a".into(), "node-d".into()],
+                target: vec![],
+            },
+        )
+        .await
+        .unwrap_err();
+    let text = e.to_string();
+    assert!(
+        text.contains(
+            "Evacuation of node 'node-b' refused: no eligible node for a replacement of resource 'pvc-2' \
+             (needs 1 more diskful replica; excluded: node-a (do_not_target), node-b (evacuated), \
+             node-c (holds a replica), node-d (do_not_target))"
+        ),
+        "{text}"
+    );
+    assert!(text.contains("correction: Add nodes"), "{text}");
+    match &e {
+        Error::Status {
+            status: 500, reports, ..
+        } => assert!(reports.0[0].is_error(), "{e:?}"),
+        other => panic!("unexpected {other:?}"),
+    }
+    assert_eq!(sim.state(), before);
+    assert!(!c.get_node("node-b").await.unwrap().has_flag(flags::EVACUATE));
+
+    // A node that is not online cannot be evacuated either.
+    sim.with_state(|s| {
+        s.set_node_state(
+            "node-d",
+            None,
+            Some(linstor_api::models::ConnectionStatus::Offline),
+        )
+    })
+    .unwrap();
+    let before = sim.state();
+    let e = c
+        .evacuate_node("node-d", &NodeEvacuate::default())
+        .await
+        .unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("Node 'node-d' is OFFLINE; it cannot be evacuated"),
+        "{e}"
+    );
+    assert!(matches!(e, Error::Status { status: 500, .. }), "{e:?}");
+    assert_eq!(sim.state(), before);
+}
+
+#[tokio::test]
+async fn evacuation_honours_do_not_target_and_target() {
+    let (_sim, c) = start().await;
+    // Without restrictions pvc-2's replacement would go to node-d, which holds nothing.
+    c.evacuate_node(
+        "node-b",
+        &NodeEvacuate {
+            do_not_target: vec!["node-d".into()],
+            target: vec![],
+        },
+    )
+    .await
+    .unwrap();
+    let view = c.view_resources(&ResourceViewFilter::default()).await.unwrap();
+    assert_eq!(
+        replicas(&view, "pvc-2"),
+        vec![("node-a".into(), false), ("node-c".into(), false)]
+    );
+    assert_eq!(
+        replicas(&view, "pvc-1"),
+        vec![("node-a".into(), false), ("node-c".into(), false)]
+    );
+    assert!(!view.iter().any(|r| r.node_name == "node-d"));
+
+    // `target` limits the candidates to the nodes named.
+    c.evacuate_node(
+        "node-c",
+        &NodeEvacuate {
+            do_not_target: vec![],
+            target: vec!["node-d".into()],
+        },
+    )
+    .await
+    .unwrap();
+    let view = c.view_resources(&ResourceViewFilter::default()).await.unwrap();
+    assert_eq!(
+        replicas(&view, "pvc-2"),
+        vec![("node-a".into(), false), ("node-d".into(), false)]
+    );
+    assert_eq!(
+        replicas(&view, "pvc-1"),
+        vec![("node-a".into(), false), ("node-d".into(), false)]
+    );
+}

@@ -17,10 +17,14 @@
 //! | `PUT /sim/resources/{resource}/{node}` | `{"in_use": true, "flags": [...]}` |
 //!
 //! Evacuation (`PUT /v1/nodes/{node}/evacuate`) marks the node `EVACUATE`, places a replacement
-//! for each diskful replica on an eligible node (not evacuating or evicted, `AutoplaceTarget`
-//! not `false`; a node holding a diskless replica is preferred and becomes diskful), and removes
-//! the node's replicas as soon as they are not in use. `PUT /v1/nodes/{node}/restore` clears the
-//! flag.
+//! for each diskful replica on an eligible node (not evacuating, evicted or being deleted, no
+//! controller, `AutoplaceTarget` not `false`, in `target` when that is given, not in
+//! `do_not_target`; a node holding a diskless replica is preferred and becomes diskful, else the
+//! least loaded node), and removes the node's replicas as soon as they are not in use. The
+//! evacuation is planned as a whole first and refused with HTTP 500 and an error [`ApiCallRc`]
+//! ([`rc::REFUSED`]), changing nothing, when the node is not `ONLINE` or a replacement has no
+//! eligible node. `PUT /v1/nodes/{node}/restore` clears the flags of the node and of its
+//! replicas, cancelling their removal.
 
 mod state;
 
