@@ -748,7 +748,7 @@ async fn refused_evacuation_is_an_error_and_changes_nothing() {
 
 #[tokio::test]
 async fn evacuation_honours_do_not_target_and_target() {
-    let (_sim, c) = start().await;
+    let (sim, c) = start().await;
     // Without restrictions pvc-2's replacement would go to node-d, which holds nothing.
     c.evacuate_node(
         "node-b",
@@ -769,6 +769,13 @@ async fn evacuation_honours_do_not_target_and_target() {
         vec![("node-a".into(), false), ("node-c".into(), false)]
     );
     assert!(!view.iter().any(|r| r.node_name == "node-d"));
+    let pvc2 = sim
+        .state()
+        .resource_definitions
+        .into_iter()
+        .find(|r| r.name == "pvc-2")
+        .unwrap();
+    assert_eq!(pvc2.place_count, Some(2));
 
     // `target` limits the candidates to the nodes named.
     c.evacuate_node(

@@ -17,14 +17,18 @@
 //! | `PUT /sim/resources/{resource}/{node}` | `{"in_use": true, "flags": [...]}` |
 //!
 //! Evacuation (`PUT /v1/nodes/{node}/evacuate`) marks the node `EVACUATE`, places a replacement
-//! for each diskful replica on an eligible node (not evacuating, evicted or being deleted, no
+//! for a diskful replica on an eligible node (not evacuating, evicted or being deleted, no
 //! controller, `AutoplaceTarget` not `false`, in `target` when that is given, not in
 //! `do_not_target`; a node holding a diskless replica is preferred and becomes diskful, else the
-//! least loaded node), and removes the node's replicas as soon as they are not in use. The
-//! evacuation is planned as a whole first and refused with HTTP 500 and an error [`ApiCallRc`]
-//! ([`rc::REFUSED`]), changing nothing, when the node is not `ONLINE` or a replacement has no
-//! eligible node. `PUT /v1/nodes/{node}/restore` clears the flags of the node and of its
-//! replicas, cancelling their removal.
+//! least loaded node), and removes the node's replicas as soon as they are not in use. A
+//! replacement is placed only while the diskful replicas kept elsewhere (not marked for removal,
+//! on nodes neither evacuating nor evicted) number fewer than the definition's place count
+//! ([`SimResourceDefinition::place_count`], fixed at the first evacuation when absent), so
+//! evacuating a node again after a restore adds no replica. The evacuation is planned as a whole
+//! first and refused with HTTP 500 and an error [`ApiCallRc`] ([`rc::REFUSED`]), changing
+//! nothing, when the node is not `ONLINE` or a needed replacement has no eligible node.
+//! `PUT /v1/nodes/{node}/restore` clears the flags of the node and of its replicas, cancelling
+//! their removal.
 
 mod state;
 
@@ -1009,6 +1013,7 @@ fn route(shared: &Arc<Shared>, method: &Method, segs: &[String], q: &Query, body
                 flags: rd.flags,
                 resource_group_name: rd.resource_group_name,
                 port: c.drbd_port,
+                place_count: None,
                 volume_definitions: Vec::new(),
                 resources: Vec::new(),
             };

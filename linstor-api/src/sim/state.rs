@@ -258,6 +258,11 @@ pub struct SimResourceDefinition {
     pub resource_group_name: Option<String>,
     /// DRBD port (assigned when absent).
     pub port: Option<i32>,
+    /// Diskful replicas LINSTOR keeps for this definition, as the resource group's place count;
+    /// when absent it is fixed at the first evacuation as the number of diskful replicas not
+    /// marked for removal.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub place_count: Option<u32>,
     /// Volume definitions.
     pub volume_definitions: Vec<SimVolumeDefinition>,
     /// Resources.
@@ -400,6 +405,10 @@ struct EvacuationStep {
     rd: usize,
     /// Index of the evacuated node's replica in the definition.
     replica: usize,
+    /// Place count derived for a definition that had none, recorded when the plan is applied.
+    derived_place_count: Option<u32>,
+    /// Diskful replicas kept on other nodes.
+    kept: u32,
     /// The replacement, when one is needed.
     replacement: Option<Replacement>,
 }
@@ -992,6 +1001,28 @@ impl SimState {
         }
     }
 
+    fn node_by_name(&self, name: &str) -> Option<&SimNode> {
+        self.nodes.iter().find(|n| n.name.eq_ignore_ascii_case(name))
+    }
+
+    /// Diskful replicas of `rd` kept on nodes other than `source`: not marked for removal, on
+    /// nodes that are neither evacuating nor evicted.
+    fn kept_diskful(&self, rd: &SimResourceDefinition, source: &str) -> u32 {
+        let kept = rd
+            .resources
+            .iter()
+            .filter(|r| {
+                !r.node_name.eq_ignore_ascii_case(source)
+                    && !r.is_diskless()
+                    && !r.has_flag(RESOURCE_EVACUATE)
+                    && self
+                        .node_by_name(&r.node_name)
+                        .is_none_or(|n| !n.has_flag(flags::EVACUATE) && !n.has_flag(flags::EVICTED))
+            })
+            .count();
+        u32::try_from(kept).unwrap_or(u32::MAX)
+    }
+
     /// The nodes that cannot take a replacement of `rd`'s replica on `source`, with the reason.
     fn excluded_nodes(&self, rd: &SimResourceDefinition, opts: &NodeEvacuate, source: &str) -> String {
         self.nodes
@@ -1055,38 +1086,56 @@ impl SimState {
             let mut step = EvacuationStep {
                 rd: di,
                 replica: ri,
+                derived_place_count: None,
+                kept: 0,
                 replacement: None,
             };
             if !replica.is_diskless() {
-                // Prefer a node holding a diskless replica (it becomes diskful), then the
-                // least loaded node without any replica.
-                let toggled = rd
-                    .resources
-                    .iter()
-                    .position(|r| {
-                        r.is_diskless() && !r.has_flag(flags::TIE_BREAKER) && is_target(&r.node_name)
-                    })
-                    .or_else(|| {
-                        rd.resources
+                let place_count = match rd.place_count {
+                    Some(p) => p,
+                    None => {
+                        let p = rd
+                            .resources
                             .iter()
-                            .position(|r| r.is_diskless() && is_target(&r.node_name))
-                    });
-                if let Some(ti) = toggled {
-                    step.replacement = Some(Replacement::Diskful(ti));
-                } else {
-                    let target = load
+                            .filter(|r| !r.is_diskless() && !r.has_flag(RESOURCE_EVACUATE))
+                            .count();
+                        let p = u32::try_from(p).unwrap_or(u32::MAX);
+                        step.derived_place_count = Some(p);
+                        p
+                    }
+                };
+                step.kept = self.kept_diskful(rd, node_name);
+                if step.kept < place_count {
+                    // Prefer a node holding a diskless replica (it becomes diskful), then the
+                    // least loaded node without any replica.
+                    let toggled = rd
+                        .resources
                         .iter()
-                        .filter(|(n, _)| rd.find_resource(n).is_none())
-                        .min_by_key(|(n, c)| (**c, **n))
-                        .map(|(n, _)| *n);
-                    match target {
-                        Some(t) => {
-                            if let Some(c) = load.get_mut(t) {
-                                *c += 1;
+                        .position(|r| {
+                            r.is_diskless() && !r.has_flag(flags::TIE_BREAKER) && is_target(&r.node_name)
+                        })
+                        .or_else(|| {
+                            rd.resources
+                                .iter()
+                                .position(|r| r.is_diskless() && is_target(&r.node_name))
+                        });
+                    if let Some(ti) = toggled {
+                        step.replacement = Some(Replacement::Diskful(ti));
+                    } else {
+                        let target = load
+                            .iter()
+                            .filter(|(n, _)| rd.find_resource(n).is_none())
+                            .min_by_key(|(n, c)| (**c, **n))
+                            .map(|(n, _)| *n);
+                        match target {
+                            Some(t) => {
+                                if let Some(c) = load.get_mut(t) {
+                                    *c += 1;
+                                }
+                                step.replacement = Some(Replacement::New(t.to_owned()));
                             }
-                            step.replacement = Some(Replacement::New(t.to_owned()));
+                            None => unplaceable.push(di),
                         }
-                        None => unplaceable.push(di),
                     }
                 }
             }
@@ -1132,7 +1181,9 @@ impl SimState {
     }
 
     /// Evacuates a node: marks it `EVACUATE`, places a replacement for each of its diskful
-    /// replicas on an eligible node, and marks its replicas for removal (done once not in use).
+    /// replicas whose definition would otherwise keep fewer diskful replicas than its place count
+    /// (see [`SimResourceDefinition::place_count`]), and marks its replicas for removal (done once
+    /// not in use).
     ///
     /// The whole evacuation is planned first; it is refused with HTTP 500, changing nothing, when
     /// the node is not online or a needed replacement has no eligible node.
@@ -1160,6 +1211,9 @@ impl SimState {
             let Some(rd) = self.resource_definitions.get_mut(step.rd) else {
                 continue;
             };
+            if let Some(p) = step.derived_place_count {
+                rd.place_count.get_or_insert(p);
+            }
             match step.replacement {
                 Some(Replacement::Diskful(ti)) => {
                     if let Some(t) = rd.resources.get_mut(ti) {
@@ -1192,7 +1246,19 @@ impl SimState {
                         &[("RscDfn", &rd.name), ("Node", &t)],
                     ));
                 }
-                None => {}
+                None => {
+                    let diskful = rd.resources.get(step.replica).is_some_and(|r| !r.is_diskless());
+                    if diskful {
+                        replies.push(ok(
+                            rc::INFO,
+                            format!(
+                                "Resource '{}' keeps {} diskful replica(s) elsewhere; no replacement needed.",
+                                rd.name, step.kept
+                            ),
+                            &[("RscDfn", &rd.name), ("Node", &node_name)],
+                        ));
+                    }
+                }
             }
             if let Some(r) = rd.resources.get_mut(step.replica) {
                 r.flags.push(RESOURCE_EVACUATE.to_owned());
@@ -1636,6 +1702,10 @@ mod tests {
             "{e}"
         );
         assert_eq!(s, before, "a refused evacuation changed the state");
+        assert!(
+            s.rd_idx("r1")
+                .is_ok_and(|i| s.resource_definitions[i].place_count.is_none())
+        );
 
         // do_not_target and AutoplaceTarget narrow the targets the same way, and the reasons show.
         let mut s = nodes(&["a", "b", "c"]);
@@ -1689,6 +1759,80 @@ mod tests {
             .unwrap();
         s.evacuate_node("a", &NodeEvacuate::default()).unwrap();
         assert!(s.nodes[0].has_flag(flags::EVACUATE));
+    }
+
+    #[test]
+    fn re_evacuation_after_a_restore_adds_no_replica() {
+        let mut s = nodes(&["a", "b", "c"]);
+        s.create_resource_definition(
+            SimResourceDefinition::new("r", 1024).resource(SimResource::diskful("a")),
+        )
+        .unwrap();
+        let json = serde_json::to_string(&s).unwrap();
+        assert!(!json.contains("place_count"), "{json}");
+        s.set_resource_state("r", "a", Some(Some(true)), None).unwrap();
+        s.evacuate_node("a", &NodeEvacuate::default()).unwrap();
+        // The place count is fixed at 1; the replacement goes to the least loaded node.
+        let rd = &s.resource_definitions[s.rd_idx("r").unwrap()];
+        assert_eq!(rd.place_count, Some(1));
+        assert_eq!(placement(&s, "r"), vec![("a".into(), false), ("b".into(), false)]);
+        assert!(rd.resources[0].has_flag(RESOURCE_EVACUATE));
+        assert!(serde_json::to_string(&s).unwrap().contains("\"place_count\":1"));
+
+        // Restoring cancels the removal; evacuating again only flags a's replica again.
+        s.restore_node("a", &NodeRestore::default()).unwrap();
+        let rd = &s.resource_definitions[s.rd_idx("r").unwrap()];
+        assert!(!rd.resources[0].has_flag(RESOURCE_EVACUATE));
+        let (replies, _) = s.evacuate_node("a", &NodeEvacuate::default()).unwrap();
+        assert!(
+            replies
+                .iter()
+                .any(|r| r.message.contains("no replacement needed")),
+            "{replies:?}"
+        );
+        assert_eq!(placement(&s, "r"), vec![("a".into(), false), ("b".into(), false)]);
+        let rd = &s.resource_definitions[s.rd_idx("r").unwrap()];
+        assert!(rd.resources[0].has_flag(RESOURCE_EVACUATE));
+        assert_eq!(rd.place_count, Some(1));
+        // Once not in use, a's replica goes; b keeps the volume.
+        s.set_resource_state("r", "a", Some(Some(false)), None).unwrap();
+        assert_eq!(placement(&s, "r"), vec![("b".into(), false)]);
+    }
+
+    #[test]
+    fn a_given_place_count_decides_whether_a_replacement_is_needed() {
+        let mut s = nodes(&["a", "b", "c", "d"]);
+        let mut one = SimResourceDefinition::new("one", 1024)
+            .resource(SimResource::diskful("a"))
+            .resource(SimResource::diskful("b"));
+        one.place_count = Some(1);
+        let mut three = SimResourceDefinition::new("three", 1024)
+            .resource(SimResource::diskful("a"))
+            .resource(SimResource::diskful("b"));
+        three.place_count = Some(3);
+        s.create_resource_definition(one).unwrap();
+        s.create_resource_definition(three).unwrap();
+        // A replica on an evacuating node is not kept.
+        s.set_node_state("b", Some(vec![flags::EVACUATE.to_owned()]), None)
+            .unwrap();
+        s.evacuate_node("a", &NodeEvacuate::default()).unwrap();
+        assert_eq!(
+            placement(&s, "one"),
+            vec![("b".into(), false), ("c".into(), false)]
+        );
+        assert_eq!(
+            placement(&s, "three"),
+            vec![("b".into(), false), ("d".into(), false)]
+        );
+        // Evacuating b: "one" keeps c, "three" needs another replica (on a, restored and empty).
+        s.set_node_state("b", Some(vec![]), None).unwrap();
+        s.restore_node("a", &NodeRestore::default()).unwrap();
+        s.evacuate_node("b", &NodeEvacuate::default()).unwrap();
+        assert_eq!(placement(&s, "one"), vec![("c".into(), false)]);
+        assert_eq!(
+            placement(&s, "three"),
+            vec![("a".into(), false), ("d".into(), false)]
+        );
     }
 
     #[test]
