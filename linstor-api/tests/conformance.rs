@@ -332,6 +332,56 @@ async fn simulator_answers_match_the_official_api_description() {
     )
     .await;
 
+    // Refused evacuations answer 500 with an error list (checked like other failures below).
+    let refused = c
+        .call(
+            "put",
+            "/v1/nodes/worker-1/evacuate",
+            "/v1/nodes/{node}/evacuate",
+            Some(json!({"do_not_target": ["worker-2", "worker-3", "worker-4"]})),
+            500,
+            Some(rc_list.clone()),
+        )
+        .await;
+    assert!(
+        refused[0]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("Evacuation of node 'worker-1' refused: no eligible node"),
+        "{refused}"
+    );
+    assert!(refused[0]["ret_code"].as_i64().unwrap() < 0, "{refused}");
+    let offline = c
+        .http
+        .put(format!("{}/sim/nodes/worker-4", c.base))
+        .body(json!({"connection_status": "OFFLINE"}).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(offline.status().as_u16(), 200);
+    let refused = c
+        .call(
+            "put",
+            "/v1/nodes/worker-4/evacuate",
+            "/v1/nodes/{node}/evacuate",
+            Some(json!({})),
+            500,
+            Some(rc_list.clone()),
+        )
+        .await;
+    assert_eq!(
+        refused[0]["message"],
+        json!("Node 'worker-4' is OFFLINE; it cannot be evacuated")
+    );
+    let online = c
+        .http
+        .put(format!("{}/sim/nodes/worker-4", c.base))
+        .body(json!({"connection_status": "ONLINE"}).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(online.status().as_u16(), 200);
+
     // Evacuation: replies, and the views while it is under way.
     c.call(
         "put",

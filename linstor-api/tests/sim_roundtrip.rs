@@ -687,3 +687,300 @@ fn broken_state_files_are_rejected_with_a_reason() {
     assert!(e.contains("nodes[0].name"), "{e}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// Waits until `cond` holds, checking every 20 ms, for at most 10 s.
+async fn wait_for<F, Fut>(what: &str, mut cond: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !cond().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn refused_evacuation_is_an_error_and_changes_nothing() {
+    let (sim, c) = start().await;
+    let before = sim.state();
+    // pvc-2 (node-b, node-c) has nowhere to go from node-b once node-a and node-d are excluded;
+    // pvc-1 alone could go on (node-c's diskless replica would become diskful).
+    let e = c
+        .evacuate_node(
+            "node-b",
+            &NodeEvacuate {
+                do_not_target: vec!["node-a".into(), "node-d".into()],
+                target: vec![],
+            },
+        )
+        .await
+        .unwrap_err();
+    let text = e.to_string();
+    assert!(
+        text.contains(
+            "Evacuation of node 'node-b' refused: no eligible node for a replacement of resource 'pvc-2' \
+             (needs 1 more diskful replica; excluded: node-a (do_not_target), node-b (evacuated), \
+             node-c (holds a replica), node-d (do_not_target))"
+        ),
+        "{text}"
+    );
+    assert!(text.contains("correction: Add nodes"), "{text}");
+    match &e {
+        Error::Status {
+            status: 500, reports, ..
+        } => assert!(reports.0[0].is_error(), "{e:?}"),
+        other => panic!("unexpected {other:?}"),
+    }
+    assert_eq!(sim.state(), before);
+    assert!(!c.get_node("node-b").await.unwrap().has_flag(flags::EVACUATE));
+
+    // A node that is not online cannot be evacuated either.
+    sim.with_state(|s| {
+        s.set_node_state(
+            "node-d",
+            None,
+            Some(linstor_api::models::ConnectionStatus::Offline),
+        )
+    })
+    .unwrap();
+    let before = sim.state();
+    let e = c
+        .evacuate_node("node-d", &NodeEvacuate::default())
+        .await
+        .unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("Node 'node-d' is OFFLINE; it cannot be evacuated"),
+        "{e}"
+    );
+    assert!(matches!(e, Error::Status { status: 500, .. }), "{e:?}");
+    assert_eq!(sim.state(), before);
+}
+
+#[tokio::test]
+async fn evacuation_honours_do_not_target_and_target() {
+    let (sim, c) = start().await;
+    // Without restrictions pvc-2's replacement would go to node-d, which holds nothing.
+    c.evacuate_node(
+        "node-b",
+        &NodeEvacuate {
+            do_not_target: vec!["node-d".into()],
+            target: vec![],
+        },
+    )
+    .await
+    .unwrap();
+    let view = c.view_resources(&ResourceViewFilter::default()).await.unwrap();
+    assert_eq!(
+        replicas(&view, "pvc-2"),
+        vec![("node-a".into(), false), ("node-c".into(), false)]
+    );
+    assert_eq!(
+        replicas(&view, "pvc-1"),
+        vec![("node-a".into(), false), ("node-c".into(), false)]
+    );
+    assert!(!view.iter().any(|r| r.node_name == "node-d"));
+    let pvc2 = sim
+        .state()
+        .resource_definitions
+        .into_iter()
+        .find(|r| r.name == "pvc-2")
+        .unwrap();
+    assert_eq!(pvc2.place_count, Some(2));
+
+    // `target` limits the candidates to the nodes named.
+    c.evacuate_node(
+        "node-c",
+        &NodeEvacuate {
+            do_not_target: vec![],
+            target: vec!["node-d".into()],
+        },
+    )
+    .await
+    .unwrap();
+    let view = c.view_resources(&ResourceViewFilter::default()).await.unwrap();
+    assert_eq!(
+        replicas(&view, "pvc-2"),
+        vec![("node-a".into(), false), ("node-d".into(), false)]
+    );
+    assert_eq!(
+        replicas(&view, "pvc-1"),
+        vec![("node-a".into(), false), ("node-d".into(), false)]
+    );
+}
+
+#[tokio::test]
+async fn restorer_restores_evacuated_nodes_and_re_evacuation_adds_no_replica() {
+    let mut state = cluster();
+    state
+        .resource_definitions
+        .push(SimResourceDefinition::new("pvc-3", 1024).resource(SimResource::diskful("node-d")));
+    let sim = Simulator::builder()
+        .state(state)
+        .restore_evacuated_every(Duration::from_millis(200))
+        .start()
+        .await
+        .unwrap();
+    let base = sim.http_url().unwrap();
+    let c = Client::builder().controllers([&base]).build().unwrap();
+    let http = reqwest::Client::builder()
+        .tls_backend_preconfigured(
+            rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+                rustls::crypto::ring::default_provider(),
+            ))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(rustls::RootCertStore::empty())
+            .with_no_client_auth(),
+        )
+        .build()
+        .unwrap();
+    let mut events = Box::pin(c.node_events().await.unwrap());
+    let (s, v) = raw(
+        &http,
+        reqwest::Method::GET,
+        format!("{base}/sim/restorer"),
+        serde_json::json!({}),
+    )
+    .await;
+    assert_eq!(s, 200);
+    assert_eq!(v["every_seconds"], serde_json::json!(0.2));
+
+    // pvc-3 is in use on node-d: its evacuation places a replica elsewhere and keeps node-d's.
+    sim.set_in_use("pvc-3", "node-d", true).unwrap();
+    c.evacuate_node("node-d", &NodeEvacuate::default()).await.unwrap();
+    wait_for("node-d restored", || async {
+        !c.get_node("node-d").await.unwrap().has_flag(flags::EVACUATE)
+    })
+    .await;
+    assert!(sim.restorations() >= 1);
+    let mut names = Vec::new();
+    while !names.iter().any(|n| n == "node-restored") {
+        let ev = tokio::time::timeout(Duration::from_secs(10), events.next())
+            .await
+            .expect("a node-restored event")
+            .unwrap()
+            .unwrap();
+        if let NodeEvent::Restored(r) = &ev {
+            assert_eq!(r.node.as_ref().unwrap().name, "node-d");
+        }
+        names.push(ev.name().to_owned());
+    }
+    assert_eq!(names, ["node-evacuate", "node-restored"]);
+    let (_, v) = raw(
+        &http,
+        reqwest::Method::GET,
+        format!("{base}/sim/restorer"),
+        serde_json::json!({}),
+    )
+    .await;
+    assert!(v["restorations"].as_u64().unwrap() >= 1, "{v}");
+
+    // The restore cancelled the removal of node-d's replica: both stay.
+    let view = c.view_resources(&ResourceViewFilter::default()).await.unwrap();
+    let placed = replicas(&view, "pvc-3");
+    assert_eq!(placed.len(), 2, "{placed:?}");
+    assert!(view.iter().all(|r| !r.flags.iter().any(|f| f == "EVACUATE")));
+
+    // Turned off, it restores nothing more; evacuating again adds no third replica.
+    let (s, v) = raw(
+        &http,
+        reqwest::Method::PUT,
+        format!("{base}/sim/restorer"),
+        serde_json::json!({"every_seconds": null}),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["every_seconds"], serde_json::Value::Null);
+    let count = sim.restorations();
+    c.evacuate_node("node-d", &NodeEvacuate::default()).await.unwrap();
+    let view = c.view_resources(&ResourceViewFilter::default()).await.unwrap();
+    assert_eq!(replicas(&view, "pvc-3"), placed);
+    assert!(c.get_node("node-d").await.unwrap().has_flag(flags::EVACUATE));
+    sim.set_in_use("pvc-3", "node-d", false).unwrap();
+    let view = c.view_resources(&ResourceViewFilter::default()).await.unwrap();
+    assert_eq!(replicas(&view, "pvc-3").len(), 1);
+    assert!(!view.iter().any(|r| r.node_name == "node-d"));
+
+    // On again (through the control API), it restores the node once more.
+    let (s, v) = raw(
+        &http,
+        reqwest::Method::PUT,
+        format!("{base}/sim/restorer"),
+        serde_json::json!({"every_seconds": 0.2}),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    wait_for("node-d restored again", || async {
+        !c.get_node("node-d").await.unwrap().has_flag(flags::EVACUATE)
+    })
+    .await;
+    assert!(sim.restorations() > count);
+
+    // Bad periods are refused.
+    for body in [
+        serde_json::json!({}),
+        serde_json::json!({"every_seconds": 0}),
+        serde_json::json!({"every_seconds": -1}),
+        serde_json::json!({"every_seconds": "5"}),
+    ] {
+        let (s, v) = raw(
+            &http,
+            reqwest::Method::PUT,
+            format!("{base}/sim/restorer"),
+            body.clone(),
+        )
+        .await;
+        assert_eq!(s, 400, "{body}: {v}");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn restorer_period_changes_take_effect_at_once() {
+    // Virtual time: the runtime jumps to the next timer when idle, so the periods are exact.
+    let sim = Simulator::builder()
+        .state(cluster())
+        .restore_evacuated_every(Duration::from_secs(60))
+        .start()
+        .await
+        .unwrap();
+    let evacuate = || {
+        sim.with_state(|s| s.evacuate_node("node-d", &NodeEvacuate::default()))
+            .unwrap();
+    };
+    let flagged = || sim.state().nodes[3].flags.iter().any(|f| f == flags::EVACUATE);
+    evacuate();
+    tokio::time::sleep(Duration::from_secs(59)).await;
+    assert!(flagged());
+    assert_eq!(sim.restorations(), 0);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(!flagged());
+    assert_eq!(sim.restorations(), 1);
+
+    // Off: nothing is restored, however long it waits.
+    sim.set_restore_evacuated_every(None);
+    evacuate();
+    tokio::time::sleep(Duration::from_secs(24 * 3600)).await;
+    assert!(flagged());
+    assert_eq!(sim.restorations(), 1);
+
+    // A shorter period counts from when it is set.
+    sim.set_restore_evacuated_every(Some(Duration::from_secs(1)));
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    assert!(flagged());
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(!flagged());
+    assert_eq!(sim.restorations(), 2);
+
+    // Evicted nodes are restored too.
+    sim.with_state(|s| s.set_node_state("node-a", Some(vec![flags::EVICTED.to_owned()]), None))
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(sim.state().nodes[0].flags.is_empty());
+    assert_eq!(sim.restorations(), 3);
+}

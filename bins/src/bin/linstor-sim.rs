@@ -7,6 +7,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::Parser;
 use linstor_api::sim::{SimTls, Simulator, SimulatorBuilder, load_state_file};
@@ -14,7 +15,8 @@ use linstor_api::sim::{SimTls, Simulator, SimulatorBuilder, load_state_file};
 /// In-memory LINSTOR controller simulator.
 ///
 /// Serves the LINSTOR REST API (v1) paths used by the affinity controller and its tests, plus a
-/// control API under /sim/ (state, request counters, fault injection, in_use and flags).
+/// control API under /sim/ (state, request counters, fault injection, in_use and flags, node
+/// restorer).
 #[derive(Debug, Parser)]
 #[command(name = "linstor-sim", version)]
 #[command(about = "In-memory LINSTOR controller simulator serving the LINSTOR REST API (v1) on loopback")]
@@ -22,7 +24,8 @@ use linstor_api::sim::{SimTls, Simulator, SimulatorBuilder, load_state_file};
     linstor-sim --scenario linstor-api/scenarios/small-cluster.json\n  \
     curl -s http://127.0.0.1:3370/v1/nodes\n  \
     curl -s -X POST http://127.0.0.1:3370/sim/faults -d '{\"kind\":\"error\",\"path\":\"/v1/nodes\",\"times\":1}'\n  \
-    curl -s -X PUT http://127.0.0.1:3370/sim/resources/RESOURCE/NODE -d '{\"in_use\":false}'")]
+    curl -s -X PUT http://127.0.0.1:3370/sim/resources/RESOURCE/NODE -d '{\"in_use\":false}'\n  \
+    curl -s -X PUT http://127.0.0.1:3370/sim/restorer -d '{\"every_seconds\":5}'")]
 struct Args {
     /// Scenario or saved state file (JSON) to start from; empty cluster when absent.
     #[arg(long, value_name = "FILE")]
@@ -55,6 +58,23 @@ struct Args {
     /// Write the whole state (JSON) to this file at shutdown.
     #[arg(long, value_name = "FILE")]
     save_state: Option<PathBuf>,
+
+    /// Restore every node flagged EVACUATE or EVICTED every SECONDS (fractions allowed), as the
+    /// Piraeus Operator does for a running satellite; off when absent (see PUT /sim/restorer).
+    #[arg(long, value_name = "SECONDS", value_parser = parse_seconds)]
+    restore_evacuated_every: Option<Duration>,
+}
+
+/// A positive, finite number of seconds.
+fn parse_seconds(s: &str) -> Result<Duration, String> {
+    let secs: f64 = s
+        .trim()
+        .parse()
+        .map_err(|e| format!("{s:?} is not a number of seconds: {e}"))?;
+    if !(secs.is_finite() && secs > 0.0) {
+        return Err(format!("{s:?} is not a positive number of seconds"));
+    }
+    Duration::try_from_secs_f64(secs).map_err(|e| format!("{s:?}: {e}"))
 }
 
 fn read(path: &PathBuf, what: &str) -> Result<Vec<u8>, String> {
@@ -81,6 +101,9 @@ async fn main() -> ExitCode {
                 return ExitCode::from(3);
             }
         }
+    }
+    if let Some(every) = args.restore_evacuated_every {
+        builder = builder.restore_evacuated_every(every);
     }
     builder = if args.no_http {
         builder.no_http()
@@ -135,4 +158,23 @@ async fn main() -> ExitCode {
     }
     sim.shutdown();
     ExitCode::SUCCESS
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn restore_period_parses_positive_seconds() {
+        assert_eq!(parse_seconds("5"), Ok(Duration::from_secs(5)));
+        assert_eq!(parse_seconds("0.25"), Ok(Duration::from_millis(250)));
+        for bad in ["0", "-1", "inf", "NaN", "soon", ""] {
+            assert!(parse_seconds(bad).is_err(), "{bad:?} accepted");
+        }
+        let args = Args::try_parse_from(["linstor-sim", "--restore-evacuated-every", "2"]).unwrap();
+        assert_eq!(args.restore_evacuated_every, Some(Duration::from_secs(2)));
+        assert!(Args::try_parse_from(["linstor-sim", "--restore-evacuated-every", "0"]).is_err());
+        let args = Args::try_parse_from(["linstor-sim"]).unwrap();
+        assert_eq!(args.restore_evacuated_every, None);
+    }
 }

@@ -15,12 +15,28 @@
 //! | `GET /sim/faults`, `POST /sim/faults`, `DELETE /sim/faults` | list / add / clear [`Fault`]s |
 //! | `PUT /sim/nodes/{node}` | `{"flags": [...], "connection_status": "OFFLINE"}` |
 //! | `PUT /sim/resources/{resource}/{node}` | `{"in_use": true, "flags": [...]}` |
+//! | `GET /sim/restorer` | `{"every_seconds": 5.0, "restorations": n}` (`null`: restorer off) |
+//! | `PUT /sim/restorer` | `{"every_seconds": 5}` turns the node restorer on, `{"every_seconds": null}` off; answers as `GET` |
 //!
 //! Evacuation (`PUT /v1/nodes/{node}/evacuate`) marks the node `EVACUATE`, places a replacement
-//! for each diskful replica on an eligible node (not evacuating or evicted, `AutoplaceTarget`
-//! not `false`; a node holding a diskless replica is preferred and becomes diskful), and removes
-//! the node's replicas as soon as they are not in use. `PUT /v1/nodes/{node}/restore` clears the
-//! flag.
+//! for a diskful replica on an eligible node (not evacuating, evicted or being deleted, no
+//! controller, `AutoplaceTarget` not `false`, in `target` when that is given, not in
+//! `do_not_target`; a node holding a diskless replica is preferred and becomes diskful, else the
+//! least loaded node), and removes the node's replicas as soon as they are not in use. A
+//! replacement is placed only while the diskful replicas kept elsewhere (not marked for removal,
+//! on nodes neither evacuating nor evicted) number fewer than the definition's place count
+//! ([`SimResourceDefinition::place_count`], fixed at the first evacuation when absent), so
+//! evacuating a node again after a restore adds no replica. The evacuation is planned as a whole
+//! first and refused with HTTP 500 and an error [`ApiCallRc`] ([`rc::REFUSED`]), changing
+//! nothing, when the node is not `ONLINE` or a needed replacement has no eligible node.
+//! `PUT /v1/nodes/{node}/restore` clears the flags of the node and of its replicas, cancelling
+//! their removal.
+//!
+//! The node restorer, off unless turned on ([`SimulatorBuilder::restore_evacuated_every`],
+//! [`Simulator::set_restore_evacuated_every`], `PUT /sim/restorer`), models the Piraeus
+//! Operator, which restores every LINSTOR node flagged `EVACUATE` or `EVICTED` of a running
+//! satellite at each reconcile: each period it restores every such node as
+//! `PUT /v1/nodes/{node}/restore` does and counts them ([`Simulator::restorations`]).
 
 mod state;
 
@@ -28,6 +44,7 @@ use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -50,7 +67,7 @@ pub use state::*;
 use crate::models::{
     ApiCallRc, ConnectionStatus, EventNode, EventNodeModified, Node, NodeEvacuate, NodeEvent, NodeModify,
     NodeRestore, ResourceCreate, ResourceDefinitionCreate, ResourceDefinitionModify, ResourceModify,
-    VolumeDefinitionCreate, VolumeDefinitionModify,
+    VolumeDefinitionCreate, VolumeDefinitionModify, flags,
 };
 
 /// Largest request body accepted.
@@ -193,7 +210,14 @@ struct Shared {
     faults: Mutex<Vec<Fault>>,
     counters: Mutex<BTreeMap<String, u64>>,
     events: broadcast::Sender<NodeEvent>,
+    /// Period of the node restorer (`None`: off).
+    restore_every: watch::Sender<Option<Duration>>,
+    /// Nodes the restorer restored.
+    restorations: AtomicU64,
 }
+
+/// Shortest period of the node restorer; shorter ones are raised to it.
+const MIN_RESTORE_PERIOD: Duration = Duration::from_millis(1);
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -205,6 +229,7 @@ pub struct SimulatorBuilder {
     state: SimState,
     http: Option<SocketAddr>,
     https: Option<(SocketAddr, SimTls)>,
+    restore_every: Option<Duration>,
 }
 
 impl Default for SimulatorBuilder {
@@ -213,6 +238,7 @@ impl Default for SimulatorBuilder {
             state: SimState::default(),
             http: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
             https: None,
+            restore_every: None,
         }
     }
 }
@@ -253,19 +279,35 @@ impl SimulatorBuilder {
         self
     }
 
+    /// Restores every node flagged `EVACUATE` or `EVICTED` every `every`, as the Piraeus
+    /// Operator does for a running satellite at each reconcile (off by default; see
+    /// [`Simulator::set_restore_evacuated_every`]).
+    pub fn restore_evacuated_every(mut self, every: Duration) -> Self {
+        self.restore_every = Some(every);
+        self
+    }
+
     /// Binds the listeners and starts serving.
     pub async fn start(self) -> Result<Simulator, SimStartError> {
         let mut state = self.state;
         state.normalize();
         let (events, _) = broadcast::channel(1024);
+        let (restore_every, restore_every_rx) =
+            watch::channel(self.restore_every.map(|d| d.max(MIN_RESTORE_PERIOD)));
         let shared = Arc::new(Shared {
             state: Mutex::new(state),
             faults: Mutex::new(Vec::new()),
             counters: Mutex::new(BTreeMap::new()),
             events,
+            restore_every,
+            restorations: AtomicU64::new(0),
         });
         let (shutdown, shutdown_rx) = watch::channel(false);
-        let mut tasks = Vec::new();
+        let mut tasks = vec![tokio::spawn(restorer(
+            shared.clone(),
+            restore_every_rx,
+            shutdown_rx.clone(),
+        ))];
         let mut http_addr = None;
         let mut https_addr = None;
         if let Some(addr) = self.http {
@@ -399,7 +441,8 @@ pub fn check_state(state: &SimState) -> Result<(), String> {
     Ok(())
 }
 
-/// A running simulator. Dropping it stops the listeners and closes open connections.
+/// A running simulator. Dropping it stops the listeners and the node restorer and closes open
+/// connections.
 pub struct Simulator {
     shared: Arc<Shared>,
     http_addr: Option<SocketAddr>,
@@ -538,6 +581,20 @@ impl Simulator {
         lock(&self.shared.counters).clear();
     }
 
+    /// Turns the node restorer on (`Some(period)`) or off (`None`), at once: while on, every
+    /// node flagged `EVACUATE` or `EVICTED` is restored each `period` (as
+    /// `PUT /v1/nodes/{node}/restore` with default options does, emitting `node-restored`),
+    /// modelling the Piraeus Operator, which restores such nodes of a running satellite at each
+    /// reconcile. A new period starts counting when it is set; periods under 1 ms count as 1 ms.
+    pub fn set_restore_evacuated_every(&self, every: Option<Duration>) {
+        self.shared.set_restore_every(every);
+    }
+
+    /// Nodes restored by the node restorer so far (each node restored counts once per round).
+    pub fn restorations(&self) -> u64 {
+        self.shared.restorations.load(Ordering::SeqCst)
+    }
+
     /// Stops serving (same as dropping).
     pub fn shutdown(self) {}
 }
@@ -555,6 +612,78 @@ impl Shared {
             })),
         };
         let _ = self.events.send(ev);
+    }
+
+    /// Restores every node flagged `EVACUATE` or `EVICTED` and emits the events, unless the
+    /// restorer was turned off meanwhile.
+    fn restore_evacuated(&self) {
+        let changes: Vec<NodeChange> = {
+            let mut state = lock(&self.state);
+            // Checked under the state lock: once turning off has returned, no change made after
+            // it is undone.
+            if self.restore_every.borrow().is_none() {
+                return;
+            }
+            let flagged: Vec<String> = state
+                .nodes
+                .iter()
+                .filter(|n| n.has_flag(flags::EVACUATE) || n.has_flag(flags::EVICTED))
+                .map(|n| n.name.clone())
+                .collect();
+            let changes: Vec<NodeChange> = flagged
+                .iter()
+                .filter_map(|n| state.restore_node(n, &NodeRestore::default()).ok())
+                .map(|(_, change)| change)
+                .collect();
+            // Counted under the lock, so whoever sees a restored node sees it counted.
+            self.restorations
+                .fetch_add(u64::try_from(changes.len()).unwrap_or(u64::MAX), Ordering::SeqCst);
+            if !flagged.is_empty() {
+                tracing::info!(nodes = ?flagged, "simulator restorer restored nodes");
+            }
+            changes
+        };
+        for change in changes {
+            self.emit(change);
+        }
+    }
+
+    fn set_restore_every(&self, every: Option<Duration>) {
+        self.restore_every
+            .send_replace(every.map(|d| d.max(MIN_RESTORE_PERIOD)));
+    }
+
+    fn restorer_status(&self) -> RestorerStatus {
+        RestorerStatus {
+            every_seconds: self.restore_every.borrow().map(|d| d.as_secs_f64()),
+            restorations: self.restorations.load(Ordering::SeqCst),
+        }
+    }
+}
+
+/// The node restorer: restores flagged nodes each period while one is set, until shutdown.
+async fn restorer(
+    shared: Arc<Shared>,
+    mut every: watch::Receiver<Option<Duration>>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        let period = *every.borrow_and_update();
+        let tick = async move {
+            match period {
+                Some(d) => tokio::time::sleep(d).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = shutdown.changed() => return,
+            changed = every.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+            }
+            () = tick => shared.restore_evacuated(),
+        }
     }
 }
 
@@ -902,8 +1031,42 @@ struct SimResourceControl {
     flags: Option<Vec<String>>,
 }
 
-fn double_option<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<bool>>, D::Error> {
-    Option::<bool>::deserialize(d).map(Some)
+fn double_option<'de, T: Deserialize<'de>, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<Option<T>>, D::Error> {
+    Option::<T>::deserialize(d).map(Some)
+}
+
+#[derive(Deserialize)]
+struct RestorerControl {
+    /// Seconds between rounds, or `null` for off; absent: an error.
+    #[serde(default, deserialize_with = "double_option")]
+    every_seconds: Option<Option<f64>>,
+}
+
+/// What `GET /sim/restorer` answers.
+#[derive(Serialize)]
+struct RestorerStatus {
+    /// Seconds between rounds; `null`: off.
+    every_seconds: Option<f64>,
+    /// Nodes restored so far.
+    restorations: u64,
+}
+
+/// The restorer period asked for in a `PUT /sim/restorer` body.
+fn restorer_period(c: &RestorerControl) -> Result<Option<Duration>, String> {
+    match c.every_seconds {
+        None => Err(
+            "every_seconds is required (a number of seconds, or null to turn the restorer off)".to_owned(),
+        ),
+        Some(None) => Ok(None),
+        Some(Some(s)) if s.is_finite() && s > 0.0 => Duration::try_from_secs_f64(s)
+            .map(Some)
+            .map_err(|e| format!("every_seconds {s}: {e}")),
+        Some(Some(s)) => Err(format!(
+            "every_seconds must be a positive number of seconds, not {s}"
+        )),
+    }
 }
 
 fn sim_resource_from_create(node: Option<&str>, c: ResourceCreate) -> SimResource {
@@ -1005,6 +1168,7 @@ fn route(shared: &Arc<Shared>, method: &Method, segs: &[String], q: &Query, body
                 flags: rd.flags,
                 resource_group_name: rd.resource_group_name,
                 port: c.drbd_port,
+                place_count: None,
                 volume_definitions: Vec::new(),
                 resources: Vec::new(),
             };
@@ -1112,6 +1276,17 @@ fn route(shared: &Arc<Shared>, method: &Method, segs: &[String], q: &Query, body
             let c = body!(SimNodeControl, body);
             let r = st().set_node_state(node, c.flags, c.connection_status);
             node_change(r, StatusCode::OK)
+        }
+        (Method::GET, ["sim", "restorer"]) => json(StatusCode::OK, &shared.restorer_status()),
+        (Method::PUT, ["sim", "restorer"]) => {
+            let c = body!(RestorerControl, body);
+            match restorer_period(&c) {
+                Ok(every) => {
+                    shared.set_restore_every(every);
+                    json(StatusCode::OK, &shared.restorer_status())
+                }
+                Err(e) => fail(400, &e),
+            }
         }
         (Method::PUT, ["sim", "resources", rd, node]) => {
             let c = body!(SimResourceControl, body);

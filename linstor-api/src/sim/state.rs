@@ -46,6 +46,9 @@ pub mod rc {
     pub const IN_USE: i64 = ApiCallRc::MASK_ERROR | 0x0104;
     /// Injected failure.
     pub const FAILED: i64 = ApiCallRc::MASK_ERROR | 0x0105;
+    /// Operation refused because it cannot be carried out as asked (evacuating a node that is not
+    /// online, or one with a replica that no eligible node can replace).
+    pub const REFUSED: i64 = ApiCallRc::MASK_ERROR | 0x0106;
 }
 
 /// A failed operation: HTTP status and the reply.
@@ -144,7 +147,7 @@ impl SimNode {
         self
     }
 
-    fn has_flag(&self, f: &str) -> bool {
+    pub(crate) fn has_flag(&self, f: &str) -> bool {
         self.flags.iter().any(|x| x == f)
     }
 }
@@ -255,6 +258,11 @@ pub struct SimResourceDefinition {
     pub resource_group_name: Option<String>,
     /// DRBD port (assigned when absent).
     pub port: Option<i32>,
+    /// Diskful replicas LINSTOR keeps for this definition, as the resource group's place count;
+    /// when absent it is fixed at the first evacuation as the number of diskful replicas not
+    /// marked for removal.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub place_count: Option<u32>,
     /// Volume definitions.
     pub volume_definitions: Vec<SimVolumeDefinition>,
     /// Resources.
@@ -388,6 +396,29 @@ fn apply_props(props: &mut Properties, set: &Properties, delete: &[String], name
     for (k, v) in set {
         props.insert(k.clone(), v.clone());
     }
+}
+
+/// What an evacuation does with one replica of the evacuated node, as planned before anything
+/// changes.
+struct EvacuationStep {
+    /// Index of the resource definition.
+    rd: usize,
+    /// Index of the evacuated node's replica in the definition.
+    replica: usize,
+    /// Place count derived for a definition that had none, recorded when the plan is applied.
+    derived_place_count: Option<u32>,
+    /// Diskful replicas kept on other nodes.
+    kept: u32,
+    /// The replacement, when one is needed.
+    replacement: Option<Replacement>,
+}
+
+/// How an evacuated diskful replica is replaced.
+enum Replacement {
+    /// The diskless replica at this index becomes diskful.
+    Diskful(usize),
+    /// A new diskful replica on this node.
+    New(String),
 }
 
 impl SimState {
@@ -938,133 +969,300 @@ impl SimState {
         ))
     }
 
-    fn eligible_target(&self, node: &SimNode, opts: &NodeEvacuate, source: &str) -> bool {
-        !node.name.eq_ignore_ascii_case(source)
-            && !node.has_flag(flags::EVACUATE)
-            && !node.has_flag(flags::EVICTED)
-            && !node.has_flag(flags::DELETE)
-            && !matches!(node.node_type, NodeType::Controller)
-            && !node
-                .props
-                .get(AUTOPLACE_TARGET)
-                .is_some_and(|v| v.eq_ignore_ascii_case("false"))
-            && (opts.target.is_empty() || name_in(&node.name, &opts.target))
-            && !opts
-                .do_not_target
-                .iter()
-                .any(|d| d.eq_ignore_ascii_case(&node.name))
+    /// Why `node` cannot take a replacement for a replica evacuated from `source`, or `None`
+    /// when it can.
+    fn ineligibility(node: &SimNode, opts: &NodeEvacuate, source: &str) -> Option<&'static str> {
+        if node.name.eq_ignore_ascii_case(source) {
+            Some("evacuated")
+        } else if node.has_flag(flags::EVACUATE) {
+            Some("evacuating")
+        } else if node.has_flag(flags::EVICTED) {
+            Some("evicted")
+        } else if node.has_flag(flags::DELETE) {
+            Some("being deleted")
+        } else if matches!(node.node_type, NodeType::Controller) {
+            Some("controller")
+        } else if node
+            .props
+            .get(AUTOPLACE_TARGET)
+            .is_some_and(|v| v.eq_ignore_ascii_case("false"))
+        {
+            Some("AutoplaceTarget=false")
+        } else if !opts.target.is_empty() && !name_in(&node.name, &opts.target) {
+            Some("not a target")
+        } else if opts
+            .do_not_target
+            .iter()
+            .any(|d| d.eq_ignore_ascii_case(&node.name))
+        {
+            Some("do_not_target")
+        } else {
+            None
+        }
     }
 
-    /// Evacuates a node: marks it `EVACUATE`, places a replacement for every diskful replica
-    /// on an eligible node, and marks its replicas for removal (done once not in use).
+    fn node_by_name(&self, name: &str) -> Option<&SimNode> {
+        self.nodes.iter().find(|n| n.name.eq_ignore_ascii_case(name))
+    }
+
+    /// Diskful replicas of `rd` kept on nodes other than `source`: not marked for removal, on
+    /// nodes that are neither evacuating nor evicted.
+    fn kept_diskful(&self, rd: &SimResourceDefinition, source: &str) -> u32 {
+        let kept = rd
+            .resources
+            .iter()
+            .filter(|r| {
+                !r.node_name.eq_ignore_ascii_case(source)
+                    && !r.is_diskless()
+                    && !r.has_flag(RESOURCE_EVACUATE)
+                    && self
+                        .node_by_name(&r.node_name)
+                        .is_none_or(|n| !n.has_flag(flags::EVACUATE) && !n.has_flag(flags::EVICTED))
+            })
+            .count();
+        u32::try_from(kept).unwrap_or(u32::MAX)
+    }
+
+    /// The nodes that cannot take a replacement of `rd`'s replica on `source`, with the reason.
+    fn excluded_nodes(&self, rd: &SimResourceDefinition, opts: &NodeEvacuate, source: &str) -> String {
+        self.nodes
+            .iter()
+            .map(|n| {
+                let why = Self::ineligibility(n, opts, source)
+                    .or_else(|| rd.find_resource(&n.name).map(|_| "holds a replica"));
+                (n, why)
+            })
+            .filter_map(|(n, why)| why.map(|w| format!("{} ({w})", n.name)))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    /// Plans an evacuation of node `idx` without changing anything: what happens to each of its
+    /// replicas. Fails when the node is not online or a replica that needs a replacement has no
+    /// eligible node for it.
+    fn plan_evacuation(&self, idx: usize, opts: &NodeEvacuate) -> SimResult<Vec<EvacuationStep>> {
+        let Some(node) = self.nodes.get(idx) else {
+            return Err(not_found("Node not found.".to_owned()));
+        };
+        let node_name = node.name.as_str();
+        if node.connection_status != ConnectionStatus::Online {
+            return Err(err(
+                500,
+                rc::REFUSED,
+                format!(
+                    "Node '{node_name}' is {}; it cannot be evacuated",
+                    node.connection_status
+                ),
+                Some("Reconnect the satellite first, or evict the node."),
+            ));
+        }
+        let targets: Vec<&str> = self
+            .nodes
+            .iter()
+            .filter(|n| Self::ineligibility(n, opts, node_name).is_none())
+            .map(|n| n.name.as_str())
+            .collect();
+        let is_target = |name: &str| targets.iter().any(|t| t.eq_ignore_ascii_case(name));
+        let mut load: BTreeMap<&str, usize> = targets.iter().map(|t| (*t, 0)).collect();
+        for rd in &self.resource_definitions {
+            for r in &rd.resources {
+                if let Some(c) = load.get_mut(r.node_name.as_str()) {
+                    *c += 1;
+                }
+            }
+        }
+        let mut steps = Vec::new();
+        let mut unplaceable: Vec<usize> = Vec::new();
+        for (di, rd) in self.resource_definitions.iter().enumerate() {
+            let Some(ri) = rd.find_resource(node_name) else {
+                continue;
+            };
+            let Some(replica) = rd.resources.get(ri) else {
+                continue;
+            };
+            if replica.has_flag(RESOURCE_EVACUATE) {
+                continue;
+            }
+            let mut step = EvacuationStep {
+                rd: di,
+                replica: ri,
+                derived_place_count: None,
+                kept: 0,
+                replacement: None,
+            };
+            if !replica.is_diskless() {
+                let place_count = match rd.place_count {
+                    Some(p) => p,
+                    None => {
+                        let p = rd
+                            .resources
+                            .iter()
+                            .filter(|r| !r.is_diskless() && !r.has_flag(RESOURCE_EVACUATE))
+                            .count();
+                        let p = u32::try_from(p).unwrap_or(u32::MAX);
+                        step.derived_place_count = Some(p);
+                        p
+                    }
+                };
+                step.kept = self.kept_diskful(rd, node_name);
+                if step.kept < place_count {
+                    // Prefer a node holding a diskless replica (it becomes diskful), then the
+                    // least loaded node without any replica.
+                    let toggled = rd
+                        .resources
+                        .iter()
+                        .position(|r| {
+                            r.is_diskless() && !r.has_flag(flags::TIE_BREAKER) && is_target(&r.node_name)
+                        })
+                        .or_else(|| {
+                            rd.resources
+                                .iter()
+                                .position(|r| r.is_diskless() && is_target(&r.node_name))
+                        });
+                    if let Some(ti) = toggled {
+                        step.replacement = Some(Replacement::Diskful(ti));
+                    } else {
+                        let target = load
+                            .iter()
+                            .filter(|(n, _)| rd.find_resource(n).is_none())
+                            .min_by_key(|(n, c)| (**c, **n))
+                            .map(|(n, _)| *n);
+                        match target {
+                            Some(t) => {
+                                if let Some(c) = load.get_mut(t) {
+                                    *c += 1;
+                                }
+                                step.replacement = Some(Replacement::New(t.to_owned()));
+                            }
+                            None => unplaceable.push(di),
+                        }
+                    }
+                }
+            }
+            steps.push(step);
+        }
+        if let Some((&first, rest)) = unplaceable.split_first() {
+            let Some(rd) = self.resource_definitions.get(first) else {
+                return Err(not_found("Resource definition not found.".to_owned()));
+            };
+            let others: Vec<&str> = rest
+                .iter()
+                .filter_map(|i| self.resource_definitions.get(*i))
+                .map(|r| r.name.as_str())
+                .collect();
+            return Err(SimError {
+                status: 500,
+                reply: Box::new(ApiCallRc {
+                    ret_code: rc::REFUSED,
+                    message: format!(
+                        "Evacuation of node '{node_name}' refused: no eligible node for a replacement \
+                         of resource '{}' (needs 1 more diskful replica; excluded: {})",
+                        rd.name,
+                        self.excluded_nodes(rd, opts, node_name)
+                    ),
+                    details: (!others.is_empty())
+                        .then(|| format!("Also without an eligible node: {}.", others.join(", "))),
+                    correction: Some(
+                        "Add nodes, or allow more targets (AutoplaceTarget, the target and \
+                         do_not_target lists of the evacuation)."
+                            .to_owned(),
+                    ),
+                    obj_refs: [
+                        ("Node".to_owned(), node_name.to_owned()),
+                        ("RscDfn".to_owned(), rd.name.clone()),
+                    ]
+                    .into_iter()
+                    .collect(),
+                    ..Default::default()
+                }),
+            });
+        }
+        Ok(steps)
+    }
+
+    /// Evacuates a node: marks it `EVACUATE`, places a replacement for each of its diskful
+    /// replicas whose definition would otherwise keep fewer diskful replicas than its place count
+    /// (see [`SimResourceDefinition::place_count`]), and marks its replicas for removal (done once
+    /// not in use).
+    ///
+    /// The whole evacuation is planned first; it is refused with HTTP 500, changing nothing, when
+    /// the node is not online or a needed replacement has no eligible node.
     pub fn evacuate_node(
         &mut self,
         name: &str,
         opts: &NodeEvacuate,
     ) -> SimResult<(Vec<ApiCallRc>, NodeChange)> {
         let idx = self.node_idx(name)?;
-        let node_name = self.nodes[idx].name.clone();
-        if !self.nodes[idx].has_flag(flags::EVACUATE) {
-            self.nodes[idx].flags.push(flags::EVACUATE.to_owned());
+        let steps = self.plan_evacuation(idx, opts)?;
+        let Some(node) = self.nodes.get_mut(idx) else {
+            return Err(not_found(format!("Node '{name}' not found.")));
+        };
+        let node_name = node.name.clone();
+        if !node.has_flag(flags::EVACUATE) {
+            node.flags.push(flags::EVACUATE.to_owned());
         }
         let mut replies = vec![ok(
             rc::MODIFIED,
             format!("Node '{node_name}' is being evacuated."),
             &[("Node", &node_name)],
         )];
-        let targets: Vec<String> = self
-            .nodes
-            .iter()
-            .filter(|n| self.eligible_target(n, opts, &node_name))
-            .map(|n| n.name.clone())
-            .collect();
-        let mut load: BTreeMap<String, usize> = targets.iter().map(|t| (t.clone(), 0)).collect();
-        for rd in &self.resource_definitions {
-            for r in &rd.resources {
-                if let Some(c) = load.get_mut(&r.node_name) {
-                    *c += 1;
-                }
-            }
-        }
         let now = now_ms();
-        for rd in &mut self.resource_definitions {
-            let Some(ri) = rd.find_resource(&node_name) else {
+        for step in steps {
+            let Some(rd) = self.resource_definitions.get_mut(step.rd) else {
                 continue;
             };
-            if rd.resources[ri].has_flag(RESOURCE_EVACUATE) {
-                continue;
+            if let Some(p) = step.derived_place_count {
+                rd.place_count.get_or_insert(p);
             }
-            if !rd.resources[ri].is_diskless() {
-                // Prefer a node holding a diskless replica (it becomes diskful), then the least
-                // loaded node without any replica.
-                let toggled = rd.resources.iter().position(|r| {
-                    r.is_diskless()
-                        && !r.has_flag(flags::TIE_BREAKER)
-                        && targets.iter().any(|t| t.eq_ignore_ascii_case(&r.node_name))
-                });
-                let toggled = toggled.or_else(|| {
-                    rd.resources.iter().position(|r| {
-                        r.is_diskless() && targets.iter().any(|t| t.eq_ignore_ascii_case(&r.node_name))
-                    })
-                });
-                if let Some(ti) = toggled {
-                    let t = &mut rd.resources[ti];
-                    t.flags.retain(|f| {
-                        f != flags::DISKLESS && f != flags::DRBD_DISKLESS && f != flags::TIE_BREAKER
+            match step.replacement {
+                Some(Replacement::Diskful(ti)) => {
+                    if let Some(t) = rd.resources.get_mut(ti) {
+                        t.flags.retain(|f| {
+                            f != flags::DISKLESS && f != flags::DRBD_DISKLESS && f != flags::TIE_BREAKER
+                        });
+                        t.storage_pool = None;
+                        replies.push(ok(
+                            rc::MODIFIED,
+                            format!("Resource '{}' on node '{}' became diskful.", rd.name, t.node_name),
+                            &[("RscDfn", &rd.name), ("Node", &t.node_name)],
+                        ));
+                    }
+                }
+                Some(Replacement::New(t)) => {
+                    let used: BTreeSet<i32> = rd.resources.iter().filter_map(|r| r.node_id).collect();
+                    let id = (0..).find(|i| !used.contains(i)).unwrap_or(0);
+                    rd.resources.push(SimResource {
+                        node_name: t.clone(),
+                        node_id: Some(id),
+                        create_timestamp: Some(now),
+                        ..Default::default()
                     });
-                    t.storage_pool = None;
                     replies.push(ok(
-                        rc::MODIFIED,
-                        format!("Resource '{}' on node '{}' became diskful.", rd.name, t.node_name),
-                        &[("RscDfn", &rd.name), ("Node", &t.node_name)],
+                        rc::CREATED,
+                        format!(
+                            "Resource '{}' placed on node '{t}' to replace the evacuated replica.",
+                            rd.name
+                        ),
+                        &[("RscDfn", &rd.name), ("Node", &t)],
                     ));
-                } else {
-                    let target = load
-                        .iter()
-                        .filter(|(n, _)| rd.find_resource(n).is_none())
-                        .min_by_key(|(n, c)| (**c, (*n).clone()))
-                        .map(|(n, _)| n.clone());
-                    match target {
-                        Some(t) => {
-                            let used: BTreeSet<i32> = rd.resources.iter().filter_map(|r| r.node_id).collect();
-                            let id = (0..).find(|i| !used.contains(i)).unwrap_or(0);
-                            rd.resources.push(SimResource {
-                                node_name: t.clone(),
-                                node_id: Some(id),
-                                create_timestamp: Some(now),
-                                ..Default::default()
-                            });
-                            if let Some(c) = load.get_mut(&t) {
-                                *c += 1;
-                            }
-                            replies.push(ok(
-                                rc::CREATED,
-                                format!(
-                                    "Resource '{}' placed on node '{t}' to replace the evacuated replica.",
-                                    rd.name
-                                ),
-                                &[("RscDfn", &rd.name), ("Node", &t)],
-                            ));
-                        }
-                        None => {
-                            replies.push(ApiCallRc {
-                                ret_code: rc::WARN,
-                                message: format!(
-                                    "No eligible node for a replacement of resource '{}'.",
-                                    rd.name
-                                ),
-                                correction: Some(
-                                    "Add nodes or allow more targets (AutoplaceTarget).".to_owned(),
-                                ),
-                                ..Default::default()
-                            });
-                            continue;
-                        }
+                }
+                None => {
+                    let diskful = rd.resources.get(step.replica).is_some_and(|r| !r.is_diskless());
+                    if diskful {
+                        replies.push(ok(
+                            rc::INFO,
+                            format!(
+                                "Resource '{}' keeps {} diskful replica(s) elsewhere; no replacement needed.",
+                                rd.name, step.kept
+                            ),
+                            &[("RscDfn", &rd.name), ("Node", &node_name)],
+                        ));
                     }
                 }
             }
-            let r = &mut rd.resources[ri];
-            r.flags.push(RESOURCE_EVACUATE.to_owned());
+            if let Some(r) = rd.resources.get_mut(step.replica) {
+                r.flags.push(RESOURCE_EVACUATE.to_owned());
+            }
         }
         replies.extend(self.settle());
         let rendered = self.render_node(idx).unwrap_or_default();
@@ -1460,6 +1658,181 @@ mod tests {
         .unwrap();
         s.evacuate_node("a", &NodeEvacuate::default()).unwrap();
         assert_eq!(placement(&s, "r"), vec![("b".into(), false), ("d".into(), false)]);
+    }
+
+    fn nodes(names: &[&str]) -> SimState {
+        let mut s = SimState::default();
+        for n in names {
+            s.create_node(SimNode::new(*n)).unwrap();
+        }
+        s
+    }
+
+    #[test]
+    fn refusal_without_an_eligible_target_changes_nothing() {
+        let mut s = nodes(&["a", "b", "c"]);
+        // r1 alone could be evacuated (a replacement fits on b or c); r2 needs a third node.
+        s.create_resource_definition(
+            SimResourceDefinition::new("r1", 1024).resource(SimResource::diskful("a")),
+        )
+        .unwrap();
+        s.create_resource_definition(
+            SimResourceDefinition::new("r2", 1024)
+                .resource(SimResource::diskful("a"))
+                .resource(SimResource::diskful("b"))
+                .resource(SimResource::diskful("c")),
+        )
+        .unwrap();
+        let before = s.clone();
+        let e = s.evacuate_node("a", &NodeEvacuate::default()).unwrap_err();
+        assert_eq!(e.status, 500);
+        assert_eq!(e.reply.ret_code, rc::REFUSED);
+        assert_ne!(e.reply.ret_code & ApiCallRc::MASK_ERROR, 0);
+        assert!(e.reply.is_error());
+        assert_eq!(
+            e.reply.message,
+            "Evacuation of node 'a' refused: no eligible node for a replacement of resource 'r2' \
+             (needs 1 more diskful replica; excluded: a (evacuated), b (holds a replica), c (holds a replica))"
+        );
+        assert!(
+            e.reply
+                .correction
+                .as_deref()
+                .is_some_and(|c| c.contains("Add nodes")),
+            "{e}"
+        );
+        assert_eq!(s, before, "a refused evacuation changed the state");
+        assert!(
+            s.rd_idx("r1")
+                .is_ok_and(|i| s.resource_definitions[i].place_count.is_none())
+        );
+
+        // do_not_target and AutoplaceTarget narrow the targets the same way, and the reasons show.
+        let mut s = nodes(&["a", "b", "c"]);
+        s.modify_node(
+            "c",
+            &NodeModify {
+                override_props: [(AUTOPLACE_TARGET.to_owned(), "false".to_owned())].into(),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        s.create_resource_definition(
+            SimResourceDefinition::new("r", 1024).resource(SimResource::diskful("a")),
+        )
+        .unwrap();
+        let before = s.clone();
+        let opts = NodeEvacuate {
+            do_not_target: vec!["B".into()],
+            target: vec![],
+        };
+        let e = s.evacuate_node("a", &opts).unwrap_err();
+        assert!(
+            e.reply
+                .message
+                .ends_with("excluded: a (evacuated), b (do_not_target), c (AutoplaceTarget=false))"),
+            "{e}"
+        );
+        assert_eq!(s, before);
+        // With a target allowed, the same evacuation goes through.
+        let opts = NodeEvacuate {
+            do_not_target: vec![],
+            target: vec!["b".into()],
+        };
+        s.evacuate_node("a", &opts).unwrap();
+        assert_eq!(placement(&s, "r"), vec![("b".into(), false)]);
+    }
+
+    #[test]
+    fn refusal_of_an_offline_node_changes_nothing() {
+        let mut s = cluster();
+        s.set_node_state("a", None, Some(ConnectionStatus::Offline))
+            .unwrap();
+        let before = s.clone();
+        let e = s.evacuate_node("a", &NodeEvacuate::default()).unwrap_err();
+        assert_eq!(e.status, 500);
+        assert!(e.reply.is_error(), "{e}");
+        assert_eq!(e.reply.message, "Node 'a' is OFFLINE; it cannot be evacuated");
+        assert!(e.reply.correction.is_some());
+        assert_eq!(s, before);
+        s.set_node_state("a", None, Some(ConnectionStatus::Online))
+            .unwrap();
+        s.evacuate_node("a", &NodeEvacuate::default()).unwrap();
+        assert!(s.nodes[0].has_flag(flags::EVACUATE));
+    }
+
+    #[test]
+    fn re_evacuation_after_a_restore_adds_no_replica() {
+        let mut s = nodes(&["a", "b", "c"]);
+        s.create_resource_definition(
+            SimResourceDefinition::new("r", 1024).resource(SimResource::diskful("a")),
+        )
+        .unwrap();
+        let json = serde_json::to_string(&s).unwrap();
+        assert!(!json.contains("place_count"), "{json}");
+        s.set_resource_state("r", "a", Some(Some(true)), None).unwrap();
+        s.evacuate_node("a", &NodeEvacuate::default()).unwrap();
+        // The place count is fixed at 1; the replacement goes to the least loaded node.
+        let rd = &s.resource_definitions[s.rd_idx("r").unwrap()];
+        assert_eq!(rd.place_count, Some(1));
+        assert_eq!(placement(&s, "r"), vec![("a".into(), false), ("b".into(), false)]);
+        assert!(rd.resources[0].has_flag(RESOURCE_EVACUATE));
+        assert!(serde_json::to_string(&s).unwrap().contains("\"place_count\":1"));
+
+        // Restoring cancels the removal; evacuating again only flags a's replica again.
+        s.restore_node("a", &NodeRestore::default()).unwrap();
+        let rd = &s.resource_definitions[s.rd_idx("r").unwrap()];
+        assert!(!rd.resources[0].has_flag(RESOURCE_EVACUATE));
+        let (replies, _) = s.evacuate_node("a", &NodeEvacuate::default()).unwrap();
+        assert!(
+            replies
+                .iter()
+                .any(|r| r.message.contains("no replacement needed")),
+            "{replies:?}"
+        );
+        assert_eq!(placement(&s, "r"), vec![("a".into(), false), ("b".into(), false)]);
+        let rd = &s.resource_definitions[s.rd_idx("r").unwrap()];
+        assert!(rd.resources[0].has_flag(RESOURCE_EVACUATE));
+        assert_eq!(rd.place_count, Some(1));
+        // Once not in use, a's replica goes; b keeps the volume.
+        s.set_resource_state("r", "a", Some(Some(false)), None).unwrap();
+        assert_eq!(placement(&s, "r"), vec![("b".into(), false)]);
+    }
+
+    #[test]
+    fn a_given_place_count_decides_whether_a_replacement_is_needed() {
+        let mut s = nodes(&["a", "b", "c", "d"]);
+        let mut one = SimResourceDefinition::new("one", 1024)
+            .resource(SimResource::diskful("a"))
+            .resource(SimResource::diskful("b"));
+        one.place_count = Some(1);
+        let mut three = SimResourceDefinition::new("three", 1024)
+            .resource(SimResource::diskful("a"))
+            .resource(SimResource::diskful("b"));
+        three.place_count = Some(3);
+        s.create_resource_definition(one).unwrap();
+        s.create_resource_definition(three).unwrap();
+        // A replica on an evacuating node is not kept.
+        s.set_node_state("b", Some(vec![flags::EVACUATE.to_owned()]), None)
+            .unwrap();
+        s.evacuate_node("a", &NodeEvacuate::default()).unwrap();
+        assert_eq!(
+            placement(&s, "one"),
+            vec![("b".into(), false), ("c".into(), false)]
+        );
+        assert_eq!(
+            placement(&s, "three"),
+            vec![("b".into(), false), ("d".into(), false)]
+        );
+        // Evacuating b: "one" keeps c, "three" needs another replica (on a, restored and empty).
+        s.set_node_state("b", Some(vec![]), None).unwrap();
+        s.restore_node("a", &NodeRestore::default()).unwrap();
+        s.evacuate_node("b", &NodeEvacuate::default()).unwrap();
+        assert_eq!(placement(&s, "one"), vec![("c".into(), false)]);
+        assert_eq!(
+            placement(&s, "three"),
+            vec![("a".into(), false), ("d".into(), false)]
+        );
     }
 
     #[test]
