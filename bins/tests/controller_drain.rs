@@ -31,7 +31,10 @@ async fn wait_until<T>(what: &str, timeout: Duration, mut check: impl FnMut() ->
         if let Some(value) = check() {
             return value;
         }
-        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -51,7 +54,9 @@ fn replica_nodes(scenario: &Scenario, definition: &str) -> Vec<String> {
 }
 
 fn linstor_node(scenario: &Scenario, name: &str) -> SimNode {
-    scenario.sim.with_state(|state| state.nodes.iter().find(|n| n.name == name).cloned().unwrap())
+    scenario
+        .sim
+        .with_state(|state| state.nodes.iter().find(|n| n.name == name).cloned().unwrap())
 }
 
 fn record_of(scenario: &Scenario, name: &str) -> Option<DrainRecord> {
@@ -88,7 +93,11 @@ async fn set_evacuate_taint(scenario: &Scenario, node: &str, tainted: bool) {
     scenario
         .env
         .nodes()
-        .patch(node, &PatchParams::default(), &Patch::Merge(json!({"spec": {"taints": taints}})))
+        .patch(
+            node,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"taints": taints}})),
+        )
         .await
         .unwrap();
 }
@@ -103,9 +112,9 @@ async fn statefulset(scenario: &Scenario, name: &str, claim: &str) -> String {
             labels: Some(scenario.env.labels()),
             ..ObjectMeta::default()
         },
-        spec: Some(StatefulSetSpec {
+        spec: StatefulSetSpec {
             replicas: Some(1),
-            service_name: name.to_owned(),
+            service_name: Some(name.to_owned()),
             selector: LabelSelector {
                 match_labels: Some(labels.clone()),
                 ..LabelSelector::default()
@@ -135,7 +144,7 @@ async fn statefulset(scenario: &Scenario, name: &str, claim: &str) -> String {
                 }),
             },
             ..StatefulSetSpec::default()
-        }),
+        },
         status: None,
     };
     Api::<StatefulSet>::namespaced(scenario.env.client(), scenario.env.namespace())
@@ -239,7 +248,11 @@ async fn workload_follows_its_data(test: &str, extra: &[&str], request: Request)
     let Some(scenario) = Scenario::new(test, 3).await else {
         return;
     };
-    let (a, b, c) = (scenario.node(0).to_owned(), scenario.node(1).to_owned(), scenario.node(2).to_owned());
+    let (a, b, c) = (
+        scenario.node(0).to_owned(),
+        scenario.node(1).to_owned(),
+        scenario.node(2).to_owned(),
+    );
     let class = scenario.local_only_class().await;
     let bound = scenario.volume("data", &class, 0, 0).await;
     let pv = bound.pv.metadata.name.clone().unwrap();
@@ -275,7 +288,10 @@ async fn workload_follows_its_data(test: &str, extra: &[&str], request: Request)
     // kubectl drain evicts the pod: its replacement goes where the data is.
     evict(&scenario, &pod).await;
     assert_eq!(wait_for_pod_on(&scenario, &pod, old_uid.as_deref()).await, target);
-    eprintln!("PV allowed the new node {:.2} s after the replica appeared", allowed.as_secs_f64());
+    eprintln!(
+        "PV allowed the new node {:.2} s after the replica appeared",
+        allowed.as_secs_f64()
+    );
 
     // The old replica is no longer in use: LINSTOR removes it, the PV drops A.
     scenario.sim.set_in_use(&pv, &a, false).unwrap();
@@ -332,11 +348,24 @@ async fn no_schedule_sets_and_removes_only_its_own_autoplace_target() {
     // An administrator keeps B out of autoplacement already.
     scenario.sim.with_state(|state| {
         let node = state.nodes.iter_mut().find(|n| n.name == b).unwrap();
-        node.props.insert(AUTOPLACE_TARGET_PROPERTY.to_owned(), "false".to_owned());
+        node.props
+            .insert(AUTOPLACE_TARGET_PROPERTY.to_owned(), "false".to_owned());
     });
     let class = scenario.local_only_class().await;
-    let on_a = scenario.volume("on-a", &class, 0, 0).await.pv.metadata.name.unwrap();
-    let on_b = scenario.volume("on-b", &class, 1, 1).await.pv.metadata.name.unwrap();
+    let on_a = scenario
+        .volume("on-a", &class, 0, 0)
+        .await
+        .pv
+        .metadata
+        .name
+        .unwrap();
+    let on_b = scenario
+        .volume("on-b", &class, 1, 1)
+        .await
+        .pv
+        .metadata
+        .name
+        .unwrap();
     let controller = scenario.controller(&["--node-drain-policy", "NoSchedule"]);
     controller.wait_for_line("node drain on", WAIT).await;
 
@@ -345,20 +374,34 @@ async fn no_schedule_sets_and_removes_only_its_own_autoplace_target() {
     for node in [&a, &b] {
         wait_until("a drain record", WAIT, || record_of(&scenario, node)).await;
     }
-    assert_eq!(linstor_node(&scenario, &a).props[AUTOPLACE_TARGET_PROPERTY], "false");
+    assert_eq!(
+        linstor_node(&scenario, &a).props[AUTOPLACE_TARGET_PROPERTY],
+        "false"
+    );
     assert!(record_of(&scenario, &a).unwrap().set_autoplace_target);
     assert!(!record_of(&scenario, &b).unwrap().set_autoplace_target);
     for node in [&a, &b] {
-        assert!(!linstor_node(&scenario, node).flags.iter().any(|f| f == "EVACUATE"));
+        assert!(
+            !linstor_node(&scenario, node)
+                .flags
+                .iter()
+                .any(|f| f == "EVACUATE")
+        );
     }
     wait_for_node_event(&scenario, &a, "NodeDrainStarted").await;
 
     set_unschedulable(&scenario, &a, false).await;
     set_unschedulable(&scenario, &b, false).await;
     wait_for_undone(&scenario, &a).await;
-    wait_until("B's record removed", WAIT, || record_of(&scenario, &b).is_none().then_some(())).await;
+    wait_until("B's record removed", WAIT, || {
+        record_of(&scenario, &b).is_none().then_some(())
+    })
+    .await;
     assert_eq!(
-        linstor_node(&scenario, &b).props.get(AUTOPLACE_TARGET_PROPERTY).map(String::as_str),
+        linstor_node(&scenario, &b)
+            .props
+            .get(AUTOPLACE_TARGET_PROPERTY)
+            .map(String::as_str),
         Some("false"),
         "the administrator's AutoplaceTarget stays"
     );
@@ -373,10 +416,26 @@ async fn nodes_drained_one_after_the_other_never_receive_each_others_replicas() 
     let Some(scenario) = Scenario::new("drain-two", 3).await else {
         return;
     };
-    let (a, b, c) = (scenario.node(0).to_owned(), scenario.node(1).to_owned(), scenario.node(2).to_owned());
+    let (a, b, c) = (
+        scenario.node(0).to_owned(),
+        scenario.node(1).to_owned(),
+        scenario.node(2).to_owned(),
+    );
     let class = scenario.local_only_class().await;
-    let on_a = scenario.volume("on-a", &class, 0, 0).await.pv.metadata.name.unwrap();
-    let on_b = scenario.volume("on-b", &class, 1, 1).await.pv.metadata.name.unwrap();
+    let on_a = scenario
+        .volume("on-a", &class, 0, 0)
+        .await
+        .pv
+        .metadata
+        .name
+        .unwrap();
+    let on_b = scenario
+        .volume("on-b", &class, 1, 1)
+        .await
+        .pv
+        .metadata
+        .name
+        .unwrap();
     // As loaded as B, and after it by name: only do_not_target keeps A's replica off B.
     scenario.volume("on-c", &class, 2, 2).await;
     // A's volume is in use: its evacuation stays running.
@@ -393,7 +452,10 @@ async fn nodes_drained_one_after_the_other_never_receive_each_others_replicas() 
         (replica_nodes(&scenario, &on_a).len() == 2).then_some(())
     })
     .await;
-    assert_eq!(replica_nodes(&scenario, &on_a), sorted(vec![a.clone(), c.clone()]));
+    assert_eq!(
+        replica_nodes(&scenario, &on_a),
+        sorted(vec![a.clone(), c.clone()])
+    );
     assert!(linstor_node(&scenario, &a).flags.iter().any(|f| f == "EVACUATE"));
     assert!(!linstor_node(&scenario, &b).flags.iter().any(|f| f == "EVACUATE"));
 
@@ -422,13 +484,21 @@ async fn an_evacuation_linstor_refuses_changes_nothing_and_says_why() {
     let (a, b) = (scenario.node(0).to_owned(), scenario.node(1).to_owned());
     let class = scenario.local_only_class().await;
     // Two replicas on the only two nodes: no node is left for a replacement.
-    let pv = scenario.volume("both", &class, 0, 0).await.pv.metadata.name.unwrap();
+    let pv = scenario
+        .volume("both", &class, 0, 0)
+        .await
+        .pv
+        .metadata
+        .name
+        .unwrap();
     scenario.sim.add_resource(&pv, SimResource::diskful(&b)).unwrap();
-    scenario
-        .wait_for_pv(&pv, "affinity of both nodes", WAIT, |pv| affinity_nodes(pv).len() == 2)
-        .await;
     let controller = scenario.controller(&EVACUATE);
     controller.wait_for_line("node drain on", WAIT).await;
+    scenario
+        .wait_for_pv(&pv, "affinity of both nodes", WAIT, |pv| {
+            affinity_nodes(pv).len() == 2
+        })
+        .await;
 
     set_unschedulable(&scenario, &a, true).await;
     let message = wait_for_node_event(&scenario, &a, "NodeDrainBlocked").await;
@@ -445,7 +515,12 @@ async fn an_evacuation_linstor_refuses_changes_nothing_and_says_why() {
         .env("LS_CONTROLLERS", scenario.sim.http_url().unwrap())
         .output()
         .unwrap();
-    assert_eq!(output.status.code(), Some(2), "{}", String::from_utf8_lossy(&output.stderr));
+    assert_eq!(
+        output.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
     let row = report["nodes"]
         .as_array()
@@ -455,7 +530,10 @@ async fn an_evacuation_linstor_refuses_changes_nothing_and_says_why() {
         .unwrap()
         .clone();
     assert_eq!(row["state"], "Blocked", "{row}");
-    assert!(row["blockedReason"].as_str().unwrap().contains("LINSTOR refused"), "{row}");
+    assert!(
+        row["blockedReason"].as_str().unwrap().contains("LINSTOR refused"),
+        "{row}"
+    );
     assert_eq!(row["replicasLeft"], 1);
 
     // A third node makes it possible: the refused evacuation is asked again.
@@ -475,10 +553,18 @@ async fn a_node_restored_by_another_actor_is_evacuated_again_a_bounded_number_of
     };
     let a = scenario.node(0).to_owned();
     let class = scenario.local_only_class().await;
-    let pv = scenario.volume("data", &class, 0, 0).await.pv.metadata.name.unwrap();
+    let pv = scenario
+        .volume("data", &class, 0, 0)
+        .await
+        .pv
+        .metadata
+        .name
+        .unwrap();
     scenario.sim.set_in_use(&pv, &a, true).unwrap();
     // Like the Piraeus Operator for a running satellite: restore evacuating nodes.
-    scenario.sim.set_restore_evacuated_every(Some(Duration::from_millis(1500)));
+    scenario
+        .sim
+        .set_restore_evacuated_every(Some(Duration::from_millis(1500)));
     let controller = scenario.controller(&EVACUATE);
     controller.wait_for_line("node drain on", WAIT).await;
 
@@ -487,9 +573,19 @@ async fn a_node_restored_by_another_actor_is_evacuated_again_a_bounded_number_of
     assert!(message.contains("restored by another actor"), "{message}");
     let evacuations = scenario.sim.count("PUT /v1/nodes/{node}/evacuate");
     // The first evacuation and one per tolerated restore, no more.
-    assert_eq!(evacuations, 1 + u64::from(affinity_core::drain::DEFAULT_MAX_RESTORES));
-    let reasons: Vec<String> = node_event_reasons(&scenario, &a).await.into_iter().map(|(r, _)| r).collect();
-    assert!(reasons.iter().any(|r| r == "NodeDrainRestoredByOther"), "{reasons:?}");
+    assert_eq!(
+        evacuations,
+        1 + u64::from(affinity_core::drain::DEFAULT_MAX_RESTORES)
+    );
+    let reasons: Vec<String> = node_event_reasons(&scenario, &a)
+        .await
+        .into_iter()
+        .map(|(r, _)| r)
+        .collect();
+    assert!(
+        reasons.iter().any(|r| r == "NodeDrainRestoredByOther"),
+        "{reasons:?}"
+    );
     // The data is safe: the in-use replica is still there, with its replacement.
     let replicas = replica_nodes(&scenario, &pv);
     assert!(replicas.contains(&a) && replicas.len() == 2, "{replicas:?}");
@@ -520,8 +616,14 @@ async fn the_operators_evacuation_annotations_give_the_affinity_it_expects() {
     // While it evacuates A, the operator makes the local-only PV reachable from anywhere.
     let annotations = BTreeMap::from([
         (format!("override.piraeus.io/{a}"), "true".to_owned()),
-        (format!("wait-for-reattach.evacuation.piraeus.io/{a}"), String::new()),
-        ("linstor.csi.linbit.com/evacuation-action".to_owned(), "AffinityOverride".to_owned()),
+        (
+            format!("wait-for-reattach.evacuation.piraeus.io/{a}"),
+            String::new(),
+        ),
+        (
+            "linstor.csi.linbit.com/evacuation-action".to_owned(),
+            "AffinityOverride".to_owned(),
+        ),
     ]);
     scenario
         .env
@@ -557,7 +659,9 @@ async fn the_operators_evacuation_annotations_give_the_affinity_it_expects() {
         .await
         .unwrap();
     scenario
-        .wait_for_pv(&pv, "local affinity again", WAIT, |pv| affinity_nodes(pv) == vec![a.clone()])
+        .wait_for_pv(&pv, "local affinity again", WAIT, |pv| {
+            affinity_nodes(pv) == vec![a.clone()]
+        })
         .await;
     scenario.finish().await;
 }
