@@ -23,10 +23,10 @@ use affinity_core::drain::{
     DrainChange, DrainRecord, DrainSettings, DrainState, DrainWrite, LinstorNodeView, NodeDrainStep,
     plan_drains, requested_drain,
 };
-use affinity_core::guess_property_namespace;
 use affinity_core::k8s_openapi::api::core::v1::Node;
 use affinity_core::k8s_openapi::jiff::Timestamp;
 use affinity_core::names::{DRAIN_RECORD_PROPERTY, KUBERNETES_HOSTNAME_LABEL};
+use affinity_core::{Properties, guess_property_namespace};
 use kube::api::Api;
 use linstor_api::error::Reports;
 use linstor_api::models::{ApiCallRc, NodeEvacuate, NodeModify, NodeRestore};
@@ -288,21 +288,7 @@ impl DrainReconciler {
         for write in &step.writes {
             match write {
                 DrainWrite::Properties { set, delete } => {
-                    let modify = NodeModify {
-                        override_props: set.clone(),
-                        delete_props: delete.clone(),
-                        ..NodeModify::default()
-                    };
-                    let replies =
-                        self.linstor
-                            .modify_node(node, &modify)
-                            .await
-                            .map_err(|source| DrainError::Call {
-                                node: node.to_owned(),
-                                call: "modify",
-                                source,
-                            })?;
-                    accepted(node, "modify", replies)?;
+                    self.modify(node, set.clone(), delete.clone()).await?;
                 }
                 DrainWrite::Evacuate { do_not_target } => {
                     let options = NodeEvacuate {
@@ -318,18 +304,8 @@ impl DrainReconciler {
                     if let (Some(answer), Some(current)) = (answer, &record) {
                         // Refused: say so in the record; nothing else changed.
                         let refused = current.refused(&answer);
-                        let modify = NodeModify {
-                            override_props: [(DRAIN_RECORD_PROPERTY.to_owned(), refused.encode())].into(),
-                            ..NodeModify::default()
-                        };
-                        let replies = self.linstor.modify_node(node, &modify).await.map_err(|source| {
-                            DrainError::Call {
-                                node: node.to_owned(),
-                                call: "modify",
-                                source,
-                            }
-                        })?;
-                        accepted(node, "modify", replies)?;
+                        let property = [(DRAIN_RECORD_PROPERTY.to_owned(), refused.encode())].into();
+                        self.modify(node, property, Vec::new()).await?;
                         warn!(node, %answer, "LINSTOR refused the evacuation");
                         self.metrics.record_linstor_error();
                         record = Some(refused);
@@ -415,6 +391,25 @@ impl DrainReconciler {
             lock(&self.memory).remaining.remove(node);
         }
         Ok(record)
+    }
+
+    /// Sets and deletes properties of LINSTOR node `node`.
+    async fn modify(&self, node: &str, set: Properties, delete: Vec<String>) -> Result<(), DrainError> {
+        let modify = NodeModify {
+            override_props: set,
+            delete_props: delete,
+            ..NodeModify::default()
+        };
+        let replies = self
+            .linstor
+            .modify_node(node, &modify)
+            .await
+            .map_err(|source| DrainError::Call {
+                node: node.to_owned(),
+                call: "modify",
+                source,
+            })?;
+        accepted(node, "modify", replies)
     }
 
     /// Events on progress and completion, the metrics, and the focus of the
@@ -571,12 +566,9 @@ pub async fn read_linstor_nodes(
 
 /// Error replies inside a successful answer are a refusal.
 fn accepted(node: &str, call: &'static str, replies: Vec<ApiCallRc>) -> Result<(), DrainError> {
-    if replies.iter().any(ApiCallRc::is_error) {
-        return Err(DrainError::Rejected {
-            node: node.to_owned(),
-            call,
-            reports: Reports(replies.into_iter().filter(ApiCallRc::is_error).collect()),
-        });
-    }
-    Ok(())
+    Reports::errors_of(replies).map_err(|reports| DrainError::Rejected {
+        node: node.to_owned(),
+        call,
+        reports,
+    })
 }

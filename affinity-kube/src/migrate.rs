@@ -287,14 +287,11 @@ async fn delete_from_resource_definition(client: &Client, rd: &str) -> Result<()
 }
 
 fn check_replies(rd: &str, action: MigrateAction, replies: Vec<ApiCallRc>) -> Result<(), MigrateError> {
-    if replies.iter().any(ApiCallRc::is_error) {
-        return Err(MigrateError::Rejected {
-            resource_definition: rd.to_owned(),
-            action,
-            reports: Reports(replies.into_iter().filter(ApiCallRc::is_error).collect()),
-        });
-    }
-    Ok(())
+    Reports::errors_of(replies).map_err(|reports| MigrateError::Rejected {
+        resource_definition: rd.to_owned(),
+        action,
+        reports,
+    })
 }
 
 /// The volume a saved PV found on resource definition `rd` describes.

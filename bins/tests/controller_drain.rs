@@ -11,12 +11,11 @@ use std::time::{Duration, Instant};
 
 use affinity_core::drain::DrainRecord;
 use affinity_core::k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetSpec};
-use affinity_core::k8s_openapi::api::core::v1::{
-    Container, Event, PersistentVolumeClaimVolumeSource, Pod, PodSpec, PodTemplateSpec, Volume,
-};
+use affinity_core::k8s_openapi::api::core::v1::{Event, Pod, PodTemplateSpec};
 use affinity_core::k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use affinity_core::names::{AUTOPLACE_TARGET_PROPERTY, DRAIN_RECORD_PROPERTY, EVACUATE_TAINT};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube_harness::pod_spec_with_claim;
 use linstor_api::sim::{SimNode, SimResource};
 use serde_json::json;
 use support::{Scenario, affinity_nodes};
@@ -66,22 +65,30 @@ fn record_of(scenario: &Scenario, name: &str) -> Option<DrainRecord> {
         .map(|json| DrainRecord::decode(name, json).unwrap())
 }
 
+/// A bound volume (see [`Scenario::volume`]); its PV's name.
+async fn volume(scenario: &Scenario, suffix: &str, class: &str, pv_on: usize, data_on: usize) -> String {
+    let bound = scenario.volume(suffix, class, pv_on, data_on).await;
+    bound.pv.metadata.name.unwrap()
+}
+
 fn sorted(mut nodes: Vec<String>) -> Vec<String> {
     nodes.sort();
     nodes
 }
 
-async fn set_unschedulable(scenario: &Scenario, node: &str, unschedulable: bool) {
+/// Merges `spec` into the spec of Kubernetes node `node`.
+async fn patch_node_spec(scenario: &Scenario, node: &str, spec: serde_json::Value) {
+    let patch = Patch::Merge(json!({ "spec": spec }));
     scenario
         .env
         .nodes()
-        .patch(
-            node,
-            &PatchParams::default(),
-            &Patch::Merge(json!({"spec": {"unschedulable": unschedulable}})),
-        )
+        .patch(node, &PatchParams::default(), &patch)
         .await
         .unwrap();
+}
+
+async fn set_unschedulable(scenario: &Scenario, node: &str, unschedulable: bool) {
+    patch_node_spec(scenario, node, json!({ "unschedulable": unschedulable })).await;
 }
 
 async fn set_evacuate_taint(scenario: &Scenario, node: &str, tainted: bool) {
@@ -90,16 +97,7 @@ async fn set_evacuate_taint(scenario: &Scenario, node: &str, tainted: bool) {
     } else {
         json!([])
     };
-    scenario
-        .env
-        .nodes()
-        .patch(
-            node,
-            &PatchParams::default(),
-            &Patch::Merge(json!({"spec": {"taints": taints}})),
-        )
-        .await
-        .unwrap();
+    patch_node_spec(scenario, node, json!({ "taints": taints })).await;
 }
 
 /// A one-replica StatefulSet `name` whose pod mounts `claim`; returns the pod's name.
@@ -124,24 +122,7 @@ async fn statefulset(scenario: &Scenario, name: &str, claim: &str) -> String {
                     labels: Some(labels),
                     ..ObjectMeta::default()
                 }),
-                spec: Some(PodSpec {
-                    containers: vec![Container {
-                        name: "main".to_owned(),
-                        image: Some("registry.k8s.io/pause:3.2".to_owned()),
-                        ..Container::default()
-                    }],
-                    volumes: Some(vec![Volume {
-                        name: "data".to_owned(),
-                        persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
-                            claim_name: claim.to_owned(),
-                            read_only: None,
-                        }),
-                        ..Volume::default()
-                    }]),
-                    automount_service_account_token: Some(false),
-                    termination_grace_period_seconds: Some(0),
-                    ..PodSpec::default()
-                }),
+                spec: Some(pod_spec_with_claim(claim)),
             },
             ..StatefulSetSpec::default()
         },
@@ -352,20 +333,8 @@ async fn no_schedule_sets_and_removes_only_its_own_autoplace_target() {
             .insert(AUTOPLACE_TARGET_PROPERTY.to_owned(), "false".to_owned());
     });
     let class = scenario.local_only_class().await;
-    let on_a = scenario
-        .volume("on-a", &class, 0, 0)
-        .await
-        .pv
-        .metadata
-        .name
-        .unwrap();
-    let on_b = scenario
-        .volume("on-b", &class, 1, 1)
-        .await
-        .pv
-        .metadata
-        .name
-        .unwrap();
+    let on_a = volume(&scenario, "on-a", &class, 0, 0).await;
+    let on_b = volume(&scenario, "on-b", &class, 1, 1).await;
     let controller = scenario.controller(&["--node-drain-policy", "NoSchedule"]);
     controller.wait_for_line("node drain on", WAIT).await;
 
@@ -422,20 +391,8 @@ async fn nodes_drained_one_after_the_other_never_receive_each_others_replicas() 
         scenario.node(2).to_owned(),
     );
     let class = scenario.local_only_class().await;
-    let on_a = scenario
-        .volume("on-a", &class, 0, 0)
-        .await
-        .pv
-        .metadata
-        .name
-        .unwrap();
-    let on_b = scenario
-        .volume("on-b", &class, 1, 1)
-        .await
-        .pv
-        .metadata
-        .name
-        .unwrap();
+    let on_a = volume(&scenario, "on-a", &class, 0, 0).await;
+    let on_b = volume(&scenario, "on-b", &class, 1, 1).await;
     // As loaded as B, and after it by name: only do_not_target keeps A's replica off B.
     scenario.volume("on-c", &class, 2, 2).await;
     // A's volume is in use: its evacuation stays running.
@@ -484,13 +441,7 @@ async fn an_evacuation_linstor_refuses_changes_nothing_and_says_why() {
     let (a, b) = (scenario.node(0).to_owned(), scenario.node(1).to_owned());
     let class = scenario.local_only_class().await;
     // Two replicas on the only two nodes: no node is left for a replacement.
-    let pv = scenario
-        .volume("both", &class, 0, 0)
-        .await
-        .pv
-        .metadata
-        .name
-        .unwrap();
+    let pv = volume(&scenario, "both", &class, 0, 0).await;
     scenario.sim.add_resource(&pv, SimResource::diskful(&b)).unwrap();
     let controller = scenario.controller(&EVACUATE);
     controller.wait_for_line("node drain on", WAIT).await;
@@ -553,13 +504,7 @@ async fn a_node_restored_by_another_actor_is_evacuated_again_a_bounded_number_of
     };
     let a = scenario.node(0).to_owned();
     let class = scenario.local_only_class().await;
-    let pv = scenario
-        .volume("data", &class, 0, 0)
-        .await
-        .pv
-        .metadata
-        .name
-        .unwrap();
+    let pv = volume(&scenario, "data", &class, 0, 0).await;
     scenario.sim.set_in_use(&pv, &a, true).unwrap();
     // Like the Piraeus Operator for a running satellite: restore evacuating nodes.
     scenario

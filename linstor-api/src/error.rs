@@ -10,6 +10,17 @@ use crate::models::ApiCallRc;
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Reports(pub Vec<ApiCallRc>);
 
+impl Reports {
+    /// The error replies among `replies` of a successful answer, as an
+    /// error: LINSTOR can refuse inside a 2xx answer.
+    pub fn errors_of(replies: Vec<ApiCallRc>) -> Result<(), Reports> {
+        if replies.iter().any(ApiCallRc::is_error) {
+            return Err(Reports(replies.into_iter().filter(ApiCallRc::is_error).collect()));
+        }
+        Ok(())
+    }
+}
+
 impl fmt::Display for Reports {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if self.0.is_empty() {

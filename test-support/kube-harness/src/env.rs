@@ -429,24 +429,7 @@ impl TestEnv {
                 labels: Some(self.labels()),
                 ..ObjectMeta::default()
             },
-            spec: Some(PodSpec {
-                containers: vec![Container {
-                    name: "main".to_owned(),
-                    image: Some("registry.k8s.io/pause:3.2".to_owned()),
-                    ..Container::default()
-                }],
-                volumes: Some(vec![Volume {
-                    name: "data".to_owned(),
-                    persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
-                        claim_name: claim.to_owned(),
-                        read_only: None,
-                    }),
-                    ..Volume::default()
-                }]),
-                automount_service_account_token: Some(false),
-                termination_grace_period_seconds: Some(0),
-                ..PodSpec::default()
-            }),
+            spec: Some(pod_spec_with_claim(claim)),
             status: None,
         };
         self.check(
@@ -629,6 +612,29 @@ fn describe<K: Serialize>(obj: &K) -> String {
         meta.remove("managedFields");
     }
     serde_json::to_string_pretty(&value).unwrap_or_else(|e| format!("(cannot format: {e})"))
+}
+
+/// The spec of a pod that mounts claim `claim` at once: a pause container whose image is never
+/// pulled (no kubelet runs), no service account token, no grace period.
+pub fn pod_spec_with_claim(claim: &str) -> PodSpec {
+    PodSpec {
+        containers: vec![Container {
+            name: "main".to_owned(),
+            image: Some("registry.k8s.io/pause:3.2".to_owned()),
+            ..Container::default()
+        }],
+        volumes: Some(vec![Volume {
+            name: "data".to_owned(),
+            persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
+                claim_name: claim.to_owned(),
+                read_only: None,
+            }),
+            ..Volume::default()
+        }]),
+        automount_service_account_token: Some(false),
+        termination_grace_period_seconds: Some(0),
+        ..PodSpec::default()
+    }
 }
 
 #[cfg(test)]

@@ -32,7 +32,7 @@ mod rbac;
 mod reclaim;
 
 pub use cluster::{BIN_DIR_ENV, Cluster, ClusterError, KEEP_LOGS_ENV, KUBECONFIG_ENV, scripts_dir};
-pub use env::{BoundVolume, RESYNC_ANNOTATION, TestEnv};
+pub use env::{BoundVolume, RESYNC_ANNOTATION, TestEnv, pod_spec_with_claim};
 pub use objects::{
     CSI_DRIVER, TEST_LABEL, VolumeOptions, hostname_affinity, micro_time_now, persistent_volume, time_now,
 };
