@@ -426,6 +426,25 @@ mod tests {
     }
 
     #[test]
+    fn drain_figures_replace_the_previous_ones() {
+        let metrics = Metrics::new();
+        metrics.set_drains(2, &[("a".to_owned(), 3), ("b".to_owned(), 0)]);
+        let lines = lines(&metrics);
+        assert_line(&lines, "linstor_affinity_controller_nodes_draining 2");
+        assert_line(
+            &lines,
+            r#"linstor_affinity_controller_drain_replicas_remaining{node="a"} 3"#,
+        );
+        metrics.set_drains(1, &[("b".to_owned(), 0)]);
+        let after = super::tests::lines(&metrics);
+        assert_line(&after, "linstor_affinity_controller_nodes_draining 1");
+        assert!(
+            !after.iter().any(|line| line.contains(r#"node="a""#)),
+            "a node no longer evacuated loses its series: {after:?}"
+        );
+    }
+
+    #[test]
     fn operations_count_per_operation_and_replaced_pvs() {
         let metrics = Metrics::new();
         metrics.record_operation(OperationKind::ReplacePv, Duration::from_millis(10), true);

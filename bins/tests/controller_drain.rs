@@ -546,6 +546,43 @@ async fn a_node_restored_by_another_actor_is_evacuated_again_a_bounded_number_of
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_node_is_evacuated_under_the_evacuate_delete_policy() {
+    let Some(scenario) = Scenario::new("drain-deleted", 2).await else {
+        return;
+    };
+    let (a, b) = (scenario.node(0).to_owned(), scenario.node(1).to_owned());
+    let class = scenario.local_only_class().await;
+    let pv = volume(&scenario, "data", &class, 0, 0).await;
+    let controller = scenario.controller(&["--node-delete-policy", "Evacuate"]);
+    controller.wait_for_line("node drain on", WAIT).await;
+    controller.wait_for_full_passes(1, WAIT).await;
+    // A cordon alone does nothing under the default drain policy Ignore.
+    set_unschedulable(&scenario, &a, true).await;
+    controller.wait_for_full_passes(2, WAIT).await;
+    assert!(record_of(&scenario, &a).is_none());
+
+    scenario
+        .env
+        .nodes()
+        .delete(&a, &DeleteParams::default())
+        .await
+        .unwrap();
+    wait_until("the data moved off the deleted node", WAIT, || {
+        (replica_nodes(&scenario, &pv) == vec![b.clone()]).then_some(())
+    })
+    .await;
+    scenario
+        .wait_for_pv(&pv, "affinity of the remaining node", WAIT, |pv| {
+            affinity_nodes(pv) == vec![b.clone()]
+        })
+        .await;
+    let record = record_of(&scenario, &a).unwrap();
+    assert_eq!(record.cause, affinity_core::drain::DrainCause::Deleted);
+    assert!(linstor_node(&scenario, &a).flags.iter().any(|f| f == "EVACUATE"));
+    scenario.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_operators_evacuation_annotations_give_the_affinity_it_expects() {
     let Some(scenario) = Scenario::new("drain-operator", 2).await else {
         return;
