@@ -116,8 +116,9 @@ struct Memory {
     check: bool,
     /// Whether a drain is going on: rounds come every [`DRAINING_ROUND`].
     active: bool,
-    /// When a refused evacuation was last asked for again.
-    last_retry: Option<Instant>,
+    /// When LINSTOR last refused an evacuation: it is asked again one
+    /// reconcile interval later.
+    last_refusal: Option<Instant>,
     /// The last event message per Kubernetes node, so none is repeated.
     reported: HashMap<String, String>,
     /// Resources left per evacuated LINSTOR node, as last reported.
@@ -193,8 +194,13 @@ impl DrainReconciler {
             () = shutdown.cancelled() => return,
             () = self.nodes.wait_synced() => {}
         }
-        info!(policy = %self.config.decisions.drain_policy, delete_policy = %self.config.decisions.delete_policy,
-            max_concurrent_evacuations = self.config.decisions.max_concurrent_evacuations, "node drain on");
+        let decisions = &self.config.decisions;
+        info!(
+            policy = %decisions.drain_policy,
+            delete_policy = %decisions.delete_policy,
+            max_concurrent_evacuations = decisions.max_concurrent_evacuations,
+            "node drain on"
+        );
         let mut ticks = tokio::time::interval(self.config.reconcile_rate);
         ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let mut draining = tokio::time::interval(DRAINING_ROUND);
@@ -232,7 +238,7 @@ impl DrainReconciler {
         settings.retry_refused = {
             let memory = lock(&self.memory);
             memory
-                .last_retry
+                .last_refusal
                 .is_none_or(|at| at.elapsed() >= self.config.reconcile_rate)
         };
 
@@ -261,13 +267,9 @@ impl DrainReconciler {
         // Act.
         let mut records = Vec::new();
         for step in steps {
-            if step
-                .writes
-                .iter()
-                .any(|write| matches!(write, DrainWrite::Evacuate { .. }))
-                && step.change == DrainChange::Retried
-            {
-                lock(&self.memory).last_retry = Some(Instant::now());
+            // Only the leader writes; a successor decides again from LINSTOR.
+            if !step.writes.is_empty() && !self.leadership.is_leading() {
+                return Ok(());
             }
             let record = self.carry_out(&step).await?;
             if let Some(record) = record {
@@ -307,6 +309,7 @@ impl DrainReconciler {
                         let property = [(DRAIN_RECORD_PROPERTY.to_owned(), refused.encode())].into();
                         self.modify(node, property, Vec::new()).await?;
                         warn!(node, %answer, "LINSTOR refused the evacuation");
+                        lock(&self.memory).last_refusal = Some(Instant::now());
                         self.metrics.record_linstor_error();
                         record = Some(refused);
                         break;
