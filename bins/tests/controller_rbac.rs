@@ -166,8 +166,15 @@ async fn our_role_is_minimal_and_turns_every_path_on() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let (cluster_rules, lease_rules) = our_rules();
+    let (mut cluster_rules, lease_rules) = our_rules();
     assert!(!cluster_rules.is_empty() && !lease_rules.is_empty());
+    // The rule the chart adds with nodeDrain.enabled (deploy_chart checks it renders so).
+    cluster_rules.push(PolicyRule {
+        api_groups: Some(vec![String::new()]),
+        resources: Some(vec!["nodes".to_owned()]),
+        verbs: ["get", "list", "watch"].map(str::to_owned).to_vec(),
+        ..PolicyRule::default()
+    });
     let full = capabilities_under(
         &scenario,
         "full",
@@ -177,12 +184,11 @@ async fn our_role_is_minimal_and_turns_every_path_on() {
     )
     .await;
     let all: BTreeSet<Capability> = Capability::ALL.into_iter().collect();
-    // StorageClasses by get are not needed where they can be watched; node
-    // drain is granted only with the chart's nodeDrain.enabled.
+    // StorageClasses by get are not needed where they can be watched.
     let used: BTreeSet<Capability> = all
         .iter()
         .copied()
-        .filter(|capability| ![Capability::GetStorageClasses, Capability::WatchNodes].contains(capability))
+        .filter(|capability| *capability != Capability::GetStorageClasses)
         .collect();
     assert_eq!(full.intersection(&used).copied().collect::<BTreeSet<_>>(), used);
 
