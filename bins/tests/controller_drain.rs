@@ -690,8 +690,32 @@ async fn bench_drain_of(volumes: usize) {
     })
     .await;
     let replica_at = cordoned.elapsed();
+    scenario
+        .wait_for_pv(&names[0], "the new node allowed", WAIT, |pv| {
+            affinity_nodes(pv).contains(&target)
+        })
+        .await;
+    let pod_pv_at = cordoned.elapsed();
     assert_eq!(wait_for_pod_on(&scenario, &pod, old_uid.as_deref()).await, target);
     let scheduled_at = cordoned.elapsed();
+    // Every PV allows a second node (each volume's replica goes where LINSTOR put it).
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let selector = format!("{}={}", kube_harness::TEST_LABEL, scenario.env.prefix());
+    loop {
+        let pvs = scenario
+            .env
+            .pvs()
+            .list(&ListParams::default().labels(&selector))
+            .await
+            .unwrap()
+            .items;
+        if pvs.len() == volumes && pvs.iter().all(|pv| affinity_nodes(pv).len() == 2) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "not every PV allows its new node");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let all_allowed_at = cordoned.elapsed();
     let released = Instant::now();
     for name in &names {
         scenario.sim.set_in_use(name, &a, false).unwrap();
@@ -704,14 +728,19 @@ async fn bench_drain_of(volumes: usize) {
             .await;
     }
     let dropped_after_release = released.elapsed();
+    let seconds = |d: Duration| d.as_secs_f64();
     println!(
-        "bench-drain volumes={volumes}: replacement replica {:.2} s, pod scheduled on the new node {:.2} s \
-         ({:.2} s after the replica), every PV without the old node {:.2} s after the old replicas \
-         were released",
-        replica_at.as_secs_f64(),
-        scheduled_at.as_secs_f64(),
-        (scheduled_at - replica_at).as_secs_f64(),
-        dropped_after_release.as_secs_f64()
+        "bench-drain volumes={volumes}: after the cordon: replacement replica {:.2} s; the pod's PV allows \
+         the new node {:.2} s ({:.2} s after the replica); pod scheduled there {:.2} s ({:.2} s after \
+         the replica); every PV allows its new node {:.2} s; after the old replicas were released: \
+         every PV without the old node {:.2} s",
+        seconds(replica_at),
+        seconds(pod_pv_at),
+        seconds(pod_pv_at - replica_at),
+        seconds(scheduled_at),
+        seconds(scheduled_at - replica_at),
+        seconds(all_allowed_at),
+        seconds(dropped_after_release)
     );
     delete_statefulset(&scenario, "app").await;
     scenario.finish().await;
