@@ -310,6 +310,9 @@ async fn the_image_as_the_chart_installs_it_fixes_a_drifted_pv() {
         &namespace,
         "--set",
         &endpoint,
+        // Every path on, node drain included.
+        "--set",
+        "nodeDrain.enabled=true",
     ]);
 
     // What the chart asks the cluster to run, read back from the API server.
