@@ -1,5 +1,5 @@
-//! The decision of section "decision per volume": for every volume, compare
-//! the PV with LINSTOR and with saved replace state, and say what to do.
+//! The decision per volume: for every volume, compare the PV with LINSTOR
+//! and with saved replace state, and say what to do.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -229,8 +229,8 @@ where
         })
     }
 
-    /// A PV without saved state: sections "which PVs are considered",
-    /// accessible topology and affinity comparison.
+    /// A PV without saved state: whether it is considered at all, then its
+    /// accessible topology and the comparison of the affinities.
     fn decide_live(
         &mut self,
         volume: &VolumeId,

@@ -1,7 +1,7 @@
 //! HTTP endpoints: health probes and Prometheus metrics.
 //!
 //! Plain hyper 1 servers; each binds its address up front so that a bad
-//! `--health-address` or `--metrics-address` fails at start, not later.
+//! `--bind-address` or `--metrics-address` fails at start, not later.
 
 use std::convert::Infallible;
 use std::future::Future;
