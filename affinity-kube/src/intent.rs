@@ -6,6 +6,7 @@ use std::future::Future;
 use affinity_core::VolumeId;
 use affinity_core::names::SAVED_PV_PROPERTY;
 use linstor_api::Client;
+use linstor_api::error::Reports;
 use linstor_api::models::VolumeDefinitionModify;
 
 /// Why the intent log could not be written.
@@ -59,17 +60,66 @@ async fn modify_volume_definition(
     modify: &VolumeDefinitionModify,
     action: &'static str,
 ) -> Result<(), IntentLogError> {
-    client
+    let replies = client
         .modify_volume_definition(
             &volume.resource_definition,
             i32::from(volume.volume_number),
             modify,
         )
-        .await
-        .map(drop)
+        .await;
+    // Error replies inside a success answer mean the property was not
+    // written: the intent is not saved, and the protocol must not go on.
+    let refused = |reports| linstor_api::Error::Refused {
+        endpoint: format!(
+            "PUT /v1/resource-definitions/{}/volume-definitions/{}",
+            volume.resource_definition, volume.volume_number
+        ),
+        reports,
+    };
+    replies
+        .and_then(|replies| Reports::errors_of(replies).map_err(refused))
         .map_err(|source| IntentLogError {
             volume: volume.clone(),
             action,
             source,
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use linstor_api::sim::{Fault, FaultKind, SimResourceDefinition, SimState, Simulator};
+
+    use super::*;
+
+    #[tokio::test]
+    async fn error_replies_in_a_success_answer_are_a_failed_save() {
+        let state = SimState {
+            resource_definitions: vec![SimResourceDefinition::new("pvc-1", 1024)],
+            ..SimState::default()
+        };
+        let sim = Simulator::start(state).await.unwrap();
+        let client = Client::builder()
+            .controllers([sim.http_url().unwrap()])
+            .build()
+            .unwrap();
+        let volume = VolumeId::new("pvc-1", 0);
+        sim.add_fault(
+            Fault::new(FaultKind::Error {
+                status: 200,
+                message: "property rejected".to_owned(),
+            })
+            .on_method("PUT")
+            .on_path("/v1/resource-definitions/pvc-1/volume-definitions"),
+        );
+        let error = client.save(&volume, "{}").await.unwrap_err();
+        assert!(
+            matches!(error.source, linstor_api::Error::Refused { .. }),
+            "{error:?}"
+        );
+        assert!(error.to_string().contains("property rejected"), "{error}");
+
+        sim.clear_faults();
+        client.save(&volume, "{}").await.unwrap();
+        client.clear(&volume).await.unwrap();
+    }
 }

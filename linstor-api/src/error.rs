@@ -135,6 +135,15 @@ pub enum Error {
         /// Start of the raw body when it was not an `ApiCallRc` list.
         body: Option<String>,
     },
+    /// The controller answered with a success status but error replies:
+    /// the change was refused.
+    #[error("{endpoint}: refused: {reports}")]
+    Refused {
+        /// Method and path of the call.
+        endpoint: String,
+        /// The error replies.
+        reports: Reports,
+    },
     /// The answer could not be decoded.
     #[error("{endpoint}: cannot decode the answer at {path}: {message}")]
     Decode {
@@ -166,7 +175,9 @@ impl Error {
     /// The controller's replies carried by the error, if any.
     pub fn reports(&self) -> &[ApiCallRc] {
         match self {
-            Error::NotFound { reports, .. } | Error::Status { reports, .. } => &reports.0,
+            Error::NotFound { reports, .. }
+            | Error::Status { reports, .. }
+            | Error::Refused { reports, .. } => &reports.0,
             _ => &[],
         }
     }
