@@ -45,26 +45,32 @@ impl DecisionSettings {
 }
 
 /// The decision for one volume (resource definition and volume number).
+///
+/// `R` is what a replace carries: the replacement itself when the decision
+/// was made on a whole PV, a [`crate::ReplaceNeeded`] when on a
+/// [`crate::PvRecord`].
 #[derive(Debug)]
-pub struct VolumeDecision {
+pub struct VolumeDecision<R = Box<Replacement>> {
     /// The volume.
     pub volume: VolumeId,
     /// Name of the PV the decision is about: the live PV, or the saved one
     /// when the live PV is gone.
     pub pv_name: String,
     /// What to do, or why nothing can be decided.
-    pub outcome: Result<Action, DecisionError>,
+    pub outcome: Result<Action<R>, DecisionError>,
 }
 
-/// What must happen to a volume's PV.
+/// What must happen to a volume's PV; `R` is what a replace carries (see
+/// [`VolumeDecision`]).
 #[derive(Clone, Debug, PartialEq)]
-pub enum Action {
+pub enum Action<R = Box<Replacement>> {
     /// The PV's affinity matches LINSTOR: nothing to do.
     InSync,
     /// The PV is deliberately left alone.
     Skip(SkipReason),
-    /// The PV must be (re)created as [`Replacement::pv`].
-    Replace(Box<Replacement>),
+    /// The PV must be (re)created: as [`Replacement::pv`] when `R` is the
+    /// replacement.
+    Replace(R),
     /// Saved state of a replace that finished: remove the property.
     ClearSavedState,
     /// The PV was created at `Retain` in place of another: restore its
@@ -74,6 +80,19 @@ pub enum Action {
         /// The policy to restore.
         policy: String,
     },
+}
+
+impl<R> Action<R> {
+    /// The same action with what a replace carries turned by `f`.
+    pub fn map_replace<T>(self, f: impl FnOnce(R) -> T) -> Action<T> {
+        match self {
+            Self::InSync => Action::InSync,
+            Self::Skip(reason) => Action::Skip(reason),
+            Self::Replace(replace) => Action::Replace(f(replace)),
+            Self::ClearSavedState => Action::ClearSavedState,
+            Self::RestoreReclaimPolicy { policy } => Action::RestoreReclaimPolicy { policy },
+        }
+    }
 }
 
 /// Why a PV is left alone.
@@ -240,6 +259,15 @@ pub enum DecisionError {
         /// Why no claim owns it (boxed: it is large).
         source: Box<ClaimProblem>,
     },
+    /// The volume has saved replace state, which is checked against the
+    /// whole live PV, but the planner was given a record of it.
+    #[error("volume {volume}: saved replace state is checked against the whole PV {pv}, not a record of it")]
+    LivePvNeeded {
+        /// The volume.
+        volume: VolumeId,
+        /// The PV's name.
+        pv: String,
+    },
     /// Saved replace state names another PV than the live one.
     #[error("volume {volume}: saved state is for PV {saved_pv}, but PV {live_pv} stands for the volume")]
     SavedStateConflict {
@@ -262,11 +290,12 @@ pub struct InvalidHandle {
     pub error: HandleError,
 }
 
-/// The decisions for a set of PVs.
-#[derive(Debug, Default)]
-pub struct Plan {
+/// The decisions for a set of PVs; `R` is what a replace carries (see
+/// [`VolumeDecision`]).
+#[derive(Debug)]
+pub struct Plan<R = Box<Replacement>> {
     /// One decision per volume (and per duplicate PV), sorted by volume.
-    pub decisions: Vec<VolumeDecision>,
+    pub decisions: Vec<VolumeDecision<R>>,
     /// LINSTOR CSI PVs left out because of their volume handle.
     pub invalid_handles: Vec<InvalidHandle>,
 }
@@ -288,6 +317,15 @@ pub struct PlanSummary {
     pub errors: usize,
 }
 
+impl<R> Default for Plan<R> {
+    fn default() -> Self {
+        Self {
+            decisions: Vec::new(),
+            invalid_handles: Vec::new(),
+        }
+    }
+}
+
 impl Plan {
     /// The replacements to carry out.
     pub fn replacements(&self) -> impl Iterator<Item = (&VolumeDecision, &Replacement)> {
@@ -298,7 +336,9 @@ impl Plan {
                 _ => None,
             })
     }
+}
 
+impl<R> Plan<R> {
     /// Counts of the outcomes.
     pub fn summary(&self) -> PlanSummary {
         let mut summary = PlanSummary {

@@ -63,6 +63,7 @@ mod namespace;
 mod planner;
 mod policy;
 mod policy_source;
+mod pv_view;
 mod replacement;
 mod safety;
 mod source;
@@ -85,6 +86,7 @@ pub use namespace::guess_property_namespace;
 pub use planner::{LinstorSource, Planner};
 pub use policy::{PolicyParseError, RemoteAccessPolicy, RemoteAccessRule, prune};
 pub use policy_source::{PolicyError, PolicyOrigin, resolve_policy};
+pub use pv_view::{PvRecord, PvView, RecordInterner, ReplaceNeeded};
 pub use replacement::{
     SavedIntent, SavedStateError, decode_intent, decode_saved_pv, encode_intent, encode_saved_pv,
     held_at_retain, replacement_pv,

@@ -13,13 +13,14 @@ use crate::decision::{
     RetiredPv, SkipReason, VolumeDecision,
 };
 use crate::fast_hash::FastMap;
-use crate::handle::{VolumeId, linstor_volume_handle, split_handle};
+use crate::handle::{VolumeId, split_handle};
 use crate::model::{Replica, ResourceDefinitionState, saved_pv_json};
-use crate::names::{PHASE_FAILED, PHASE_RELEASED, SKIP_ANNOTATION, SKIP_PROPERTY};
+use crate::names::{PHASE_FAILED, PHASE_RELEASED, SKIP_PROPERTY};
 use crate::policy::{PolicyParseError, RemoteAccessPolicy};
-use crate::policy_source::{PolicyError, PolicyOrigin, policy_for_origin, pv_name};
+use crate::policy_source::{PolicyError, policy_for_origin, pv_name};
+use crate::pv_view::PvView;
 use crate::replacement::{SavedIntent, decode_intent, replacement_pv};
-use crate::safety::{IntentVerdict, intent_verdict, phase, restore_policy_of};
+use crate::safety::{IntentVerdict, intent_verdict};
 use crate::source::{NodeSource, ResourceDefinitionSource, ResourceSource, StorageClassSource};
 use crate::storage_class::{StorageClassError, policy_from_parameters};
 use crate::topology::{Accessibility, Segments, diskful_nodes, merge_topologies, node_segments};
@@ -69,20 +70,26 @@ where
 
     /// Decides for every LINSTOR CSI PV in `pvs` (others are ignored) and for
     /// every volume with saved replace state whose PV is gone.
-    pub fn plan<'p, I>(&mut self, pvs: I) -> Plan
+    ///
+    /// `pvs` are whole PVs ([`PersistentVolume`]) or records of them
+    /// ([`crate::PvRecord`]). A record of a PV whose volume has saved
+    /// replace state gets [`DecisionError::LivePvNeeded`]: give the whole PV
+    /// for those.
+    pub fn plan<'p, P, I>(&mut self, pvs: I) -> Plan<P::Replace>
     where
-        I: IntoIterator<Item = &'p PersistentVolume>,
+        P: PvView + 'p,
+        I: IntoIterator<Item = &'p P>,
     {
         let mut plan = Plan::default();
-        let mut volumes: Vec<(SortKey<'_>, u16, &PersistentVolume)> = Vec::new();
+        let mut volumes: Vec<(SortKey<'_>, u16, &P)> = Vec::new();
         for pv in pvs {
-            let Some(handle) = linstor_volume_handle(pv) else {
+            let Some(handle) = pv.linstor_volume_handle() else {
                 continue;
             };
             match split_handle(handle) {
                 Ok((definition, number)) => volumes.push((SortKey::new(definition), number, pv)),
                 Err(error) => plan.invalid_handles.push(InvalidHandle {
-                    pv: pv_name(pv).to_owned(),
+                    pv: pv.name().to_owned(),
                     error,
                 }),
             }
@@ -101,7 +108,7 @@ where
         let mut rest = volumes.as_slice();
         while let Some((key, _, _)) = rest.first() {
             while let Some(orphan) = orphaned.next_if(|orphan| orphan < key) {
-                self.decide_volumes(orphan.name, &[], &mut plan.decisions);
+                self.decide_volumes::<P>(orphan.name, &[], &mut plan.decisions);
             }
             let run = rest.partition_point(|(other, _, _)| other == key);
             let (group, tail) = rest.split_at(run);
@@ -109,7 +116,7 @@ where
             rest = tail;
         }
         for orphan in orphaned {
-            self.decide_volumes(orphan.name, &[], &mut plan.decisions);
+            self.decide_volumes::<P>(orphan.name, &[], &mut plan.decisions);
         }
         plan
     }
@@ -117,15 +124,15 @@ where
     /// Decides for every volume of one resource definition: those named by
     /// the given PVs (PVs of other drivers, other resource definitions or
     /// with invalid handles are ignored) and those with saved replace state.
-    pub fn decide_resource_definition(
+    pub fn decide_resource_definition<P: PvView>(
         &mut self,
         resource_definition: &str,
-        pvs: &[&PersistentVolume],
-    ) -> Vec<VolumeDecision> {
-        let mut volumes: Vec<(SortKey<'_>, u16, &PersistentVolume)> = pvs
+        pvs: &[&P],
+    ) -> Vec<VolumeDecision<P::Replace>> {
+        let mut volumes: Vec<(SortKey<'_>, u16, &P)> = pvs
             .iter()
             .filter_map(|pv| {
-                let (definition, number) = split_handle(linstor_volume_handle(pv)?).ok()?;
+                let (definition, number) = split_handle(pv.linstor_volume_handle()?).ok()?;
                 (definition == resource_definition).then_some((SortKey::new(definition), number, *pv))
             })
             .collect();
@@ -139,17 +146,17 @@ where
     /// applies (skips aside). `None` when it cannot be computed: `pv` is not a
     /// LINSTOR CSI volume, its policy is invalid, or LINSTOR shows no healthy
     /// diskful replica or a replica on a node it does not list.
-    pub fn accessibility(&mut self, pv: &PersistentVolume) -> Option<Accessibility> {
-        let (definition, _) = split_handle(linstor_volume_handle(pv)?).ok()?;
+    pub fn accessibility<P: PvView>(&mut self, pv: &P) -> Option<Accessibility> {
+        let (definition, _) = split_handle(pv.linstor_volume_handle()?).ok()?;
         self.recompute(definition, pv).ok()
     }
 
     /// `pvs` all belong to resource definition `name`, sorted by volume number.
-    fn decide_volumes(
+    fn decide_volumes<P: PvView>(
         &mut self,
         name: &str,
-        pvs: &[(SortKey<'_>, u16, &PersistentVolume)],
-        out: &mut Vec<VolumeDecision>,
+        pvs: &[(SortKey<'_>, u16, &P)],
+        out: &mut Vec<VolumeDecision<P::Replace>>,
     ) {
         let definition = self.linstor.resource_definition(name);
         let mut numbers: Vec<u16> = pvs.iter().map(|(_, number, _)| *number).collect();
@@ -169,7 +176,7 @@ where
             let saved = definition
                 .and_then(|definition| definition.volume_properties(number))
                 .and_then(saved_pv_json);
-            let mut live: Vec<&PersistentVolume> = pvs
+            let mut live: Vec<&P> = pvs
                 .iter()
                 .filter(|(_, n, _)| *n == number)
                 .map(|(_, _, pv)| *pv)
@@ -182,14 +189,14 @@ where
             }
             let mut live = live.into_iter();
             let first = live.next();
-            let duplicates: Vec<VolumeDecision> = match first {
+            let duplicates: Vec<VolumeDecision<P::Replace>> = match first {
                 None => Vec::new(),
                 Some(kept) => live
                     .map(|duplicate| VolumeDecision {
                         volume: volume.clone(),
-                        pv_name: pv_name(duplicate).to_owned(),
+                        pv_name: duplicate.name().to_owned(),
                         outcome: Ok(Action::Skip(SkipReason::DuplicateVolume {
-                            kept: pv_name(kept).to_owned(),
+                            kept: kept.name().to_owned(),
                         })),
                     })
                     .collect(),
@@ -201,19 +208,19 @@ where
         }
     }
 
-    fn decide_volume(
+    fn decide_volume<P: PvView>(
         &mut self,
         volume: VolumeId,
         definition: Option<&ResourceDefinitionState>,
-        live: Option<&PersistentVolume>,
+        live: Option<&P>,
         saved: Option<&str>,
-    ) -> Option<VolumeDecision> {
+    ) -> Option<VolumeDecision<P::Replace>> {
         let (pv_name, outcome) = match (live, saved) {
             (None, None) => return None,
-            (Some(pv), None) => (pv_name(pv).to_owned(), self.decide_live(&volume, definition, pv)),
+            (Some(pv), None) => (pv.name().to_owned(), self.decide_live(&volume, definition, pv)),
             (live, Some(json)) => match decode_intent(json, &volume) {
                 Err(error) => (
-                    live.map(pv_name).unwrap_or_default().to_owned(),
+                    live.map(P::name).unwrap_or_default().to_owned(),
                     Err(DecisionError::from(error)),
                 ),
                 Ok(intent) => {
@@ -231,24 +238,24 @@ where
 
     /// A PV without saved state: whether it is considered at all, then its
     /// accessible topology and the comparison of the affinities.
-    fn decide_live(
+    fn decide_live<P: PvView>(
         &mut self,
         volume: &VolumeId,
         definition: Option<&ResourceDefinitionState>,
-        pv: &PersistentVolume,
-    ) -> Result<Action, DecisionError> {
+        pv: &P,
+    ) -> Result<Action<P::Replace>, DecisionError> {
         if let Some(reason) = deliberate_skip(definition, pv) {
             return Ok(Action::Skip(reason));
         }
         let replicas = self.linstor.resources(&volume.resource_definition);
-        if let Some(policy) = restore_policy_of(pv) {
+        if let Some(policy) = pv.restore_policy() {
             // Only for volumes this LINSTOR keeps: another controller's PVs
             // may share the cluster.
             if replicas.is_empty() {
                 return Ok(Action::Skip(SkipReason::NoResources));
             }
             let policy = policy.to_owned();
-            return Ok(match phase(pv) {
+            return Ok(match pv.phase() {
                 Some(PHASE_RELEASED | PHASE_FAILED) => Action::Skip(SkipReason::ClaimGone { policy }),
                 _ => Action::RestoreReclaimPolicy { policy },
             });
@@ -265,22 +272,19 @@ where
             Err(reason) => return Ok(Action::Skip(reason)),
         };
         let merged = merge_topologies(per_node.iter().map(|topologies| &topologies[..]));
-        let current = pv.spec.as_ref().and_then(|spec| spec.node_affinity.as_ref());
-        if affinity_matches(current, merged.as_deref().unwrap_or_default()) {
+        if affinity_matches(pv.node_affinity(), merged.as_deref().unwrap_or_default()) {
             return Ok(Action::InSync);
         }
         let accessibility = Accessibility::from_merged(merged);
-        Ok(Action::Replace(Box::new(Replacement {
-            pv: replacement_pv(pv, desired_node_affinity(&accessibility)),
-            retire: Some(retired(pv)),
-            trigger: ReplaceTrigger::AffinityDrift,
-            affinity: AffinityBasis::Recomputed(accessibility),
-        })))
+        Ok(Action::Replace(pv.replace_drifted(
+            desired_node_affinity(&accessibility),
+            AffinityBasis::Recomputed(accessibility),
+        )))
     }
 
     /// Skips for the PV's state: claim gone, reclaim failed, or too young.
-    fn state_skip(&self, pv: &PersistentVolume) -> Option<SkipReason> {
-        match phase(pv) {
+    fn state_skip<P: PvView>(&self, pv: &P) -> Option<SkipReason> {
+        match pv.phase() {
             Some(PHASE_RELEASED) => return Some(SkipReason::Released),
             Some(PHASE_FAILED) => return Some(SkipReason::Failed),
             _ => {}
@@ -289,11 +293,11 @@ where
         (!remaining.is_zero()).then_some(SkipReason::GracePeriod { remaining })
     }
 
-    fn grace_remaining(&self, pv: &PersistentVolume) -> Duration {
-        let Some(created) = pv.metadata.creation_timestamp.as_ref() else {
+    fn grace_remaining<P: PvView>(&self, pv: &P) -> Duration {
+        let Some(created) = pv.created() else {
             return Duration::ZERO;
         };
-        let age = self.settings.now.duration_since(created.0);
+        let age = self.settings.now.duration_since(created);
         let grace = SignedDuration::try_from(self.settings.grace_period).unwrap_or(SignedDuration::MAX);
         Duration::try_from(grace.saturating_sub(age)).unwrap_or(Duration::ZERO)
     }
@@ -301,16 +305,16 @@ where
     /// Saved state present: finish an interrupted replace, recreate a
     /// missing PV, or clear the state of a replace that completed; or, when
     /// the cluster contradicts the intent, nothing.
-    fn decide_with_saved_state(
+    fn decide_with_saved_state<P: PvView>(
         &mut self,
         volume: &VolumeId,
-        live: Option<&PersistentVolume>,
+        live: Option<&P>,
         intent: SavedIntent,
-    ) -> Result<Action, DecisionError> {
+    ) -> Result<Action<P::Replace>, DecisionError> {
         let (retire, trigger) = match live {
             None => (None, ReplaceTrigger::RecreateFromSavedState),
-            Some(pv) => {
-                let (live_name, saved_name) = (pv_name(pv), pv_name(&intent.pv));
+            Some(view) => {
+                let (live_name, saved_name) = (view.name(), pv_name(&intent.pv));
                 if live_name != saved_name {
                     return Err(DecisionError::SavedStateConflict {
                         volume: volume.clone(),
@@ -318,6 +322,12 @@ where
                         live_pv: live_name.to_owned(),
                     });
                 }
+                let Some(pv) = view.whole() else {
+                    return Err(DecisionError::LivePvNeeded {
+                        volume: volume.clone(),
+                        pv: live_name.to_owned(),
+                    });
+                };
                 match intent_verdict(&intent, pv) {
                     IntentVerdict::Finished => return Ok(Action::ClearSavedState),
                     IntentVerdict::Contradicted(reason) => {
@@ -342,17 +352,17 @@ where
                 AffinityBasis::KeptFromSavedState { reason },
             ),
         };
-        Ok(Action::Replace(Box::new(Replacement {
+        Ok(Action::Replace(P::Replace::from(Box::new(Replacement {
             pv: replacement_pv(&saved, node_affinity),
             retire,
             trigger,
             affinity,
-        })))
+        }))))
     }
 
     /// The accessibility of `pv`'s volume in resource definition
     /// `definition`, or why current state gives none.
-    fn recompute(&mut self, definition: &str, pv: &PersistentVolume) -> Result<Accessibility, String> {
+    fn recompute<P: PvView>(&mut self, definition: &str, pv: &P) -> Result<Accessibility, String> {
         let replicas = self.linstor.resources(definition);
         if replicas.is_empty() {
             return Err(SkipReason::NoResources.to_string());
@@ -404,15 +414,15 @@ where
         segments
     }
 
-    fn policy(&mut self, pv: &PersistentVolume) -> Result<Arc<RemoteAccessPolicy>, PolicyError> {
-        let origin = PolicyOrigin::of(pv);
+    fn policy<P: PvView>(&mut self, pv: &P) -> Result<Arc<RemoteAccessPolicy>, PolicyError> {
+        let origin = pv.policy_origin();
         let (texts, classes, storage_classes) = (
             &mut self.policy_texts,
             &mut self.class_policies,
             self.storage_classes,
         );
         policy_for_origin(
-            pv_name(pv),
+            pv.name(),
             &origin,
             |text| cached(texts, text, || text.parse().map(Arc::new)),
             |name| {
@@ -470,17 +480,8 @@ fn retired(pv: &PersistentVolume) -> RetiredPv {
 
 /// Skips its owner asked for (annotation on the PV, property on the
 /// resource definition) or that a deletion under way imposes.
-fn deliberate_skip(
-    definition: Option<&ResourceDefinitionState>,
-    pv: &PersistentVolume,
-) -> Option<SkipReason> {
-    let annotated = pv
-        .metadata
-        .annotations
-        .as_ref()
-        .and_then(|annotations| annotations.get(SKIP_ANNOTATION))
-        .is_some_and(|value| !value.is_empty());
-    if annotated {
+fn deliberate_skip<P: PvView>(definition: Option<&ResourceDefinitionState>, pv: &P) -> Option<SkipReason> {
+    if pv.skip_annotated() {
         return Some(SkipReason::SkipAnnotation);
     }
     let skip_property = definition
@@ -489,28 +490,25 @@ fn deliberate_skip(
     if skip_property {
         return Some(SkipReason::SkipProperty);
     }
-    pv.metadata
-        .deletion_timestamp
-        .is_some()
-        .then_some(SkipReason::BeingDeleted)
+    pv.being_deleted().then_some(SkipReason::BeingDeleted)
 }
 
 /// Orders the PVs standing for one volume so that the one to keep comes
 /// first, the same whatever order they were listed in: the PV an intent
 /// retires, then the PV an intent names, then the oldest, then by name.
-fn keep_first(pvs: &mut [&PersistentVolume], intent: Option<&SavedIntent>) {
+fn keep_first<P: PvView>(pvs: &mut [&P], intent: Option<&SavedIntent>) {
     let retired_uid = intent
         .and_then(|intent| intent.retires.as_ref())
         .and_then(|retires| retires.uid.as_deref());
     let saved_name = intent.map(|intent| pv_name(&intent.pv));
     pvs.sort_by_key(|pv| {
-        let created = pv.metadata.creation_timestamp.as_ref().map(|time| time.0);
+        let created = pv.created();
         (
-            retired_uid.is_none() || pv.metadata.uid.as_deref() != retired_uid,
-            saved_name != Some(pv_name(pv)),
+            retired_uid.is_none() || pv.uid() != retired_uid,
+            saved_name != Some(pv.name()),
             created.is_none(),
             created,
-            pv_name(pv),
+            pv.name(),
         )
     });
 }

@@ -10,9 +10,9 @@ use affinity_core::k8s_openapi::api::core::v1::{
 use affinity_core::k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use affinity_core::k8s_openapi::jiff::Timestamp;
 use affinity_core::{
-    Accessibility, Action, DecisionSettings, LinstorSnapshot, Planner, Properties, RemoteAccessPolicy,
-    RemoteAccessRule, Replica, ResourceDefinitionState, Segments, VolumeId, affinity_matches,
-    desired_node_affinity, prune,
+    Accessibility, Action, DecisionSettings, LinstorSnapshot, Planner, Properties, PvRecord, RecordInterner,
+    RemoteAccessPolicy, RemoteAccessRule, ReplaceNeeded, Replica, ResourceDefinitionState, Segments,
+    VolumeId, affinity_matches, desired_node_affinity, prune,
 };
 use proptest::prelude::*;
 use proptest::sample::subsequence;
@@ -183,6 +183,104 @@ proptest! {
             }
             Ok(Action::InSync) => {}
             other => prop_assert!(false, "unexpected {:?}", other),
+        }
+    }
+
+    /// The planner decides on a PV's record as on the whole PV, except that
+    /// a record of a volume with saved replace state asks for the whole PV.
+    #[test]
+    fn a_record_decides_like_its_pv(
+        nodes in nodes(),
+        replicas in subsequence((0..6).collect::<Vec<usize>>(), 0..3),
+        held in subsequence((0..6).collect::<Vec<usize>>(), 0..3),
+        policy in prop::option::of(topology_policy()),
+        skip in any::<bool>(),
+        restore in prop::option::of(prop::sample::select(&["Delete", "Retain"][..])),
+        phase in prop::option::of(prop::sample::select(&["Bound", "Released", "Failed", "Available"][..])),
+        deleting in any::<bool>(),
+        age_seconds in prop::sample::select(&[0i64, 30, 3600][..]),
+        saved in any::<bool>(),
+    ) {
+        let mut linstor = LinstorSnapshot::new();
+        for (name, props) in &nodes {
+            linstor.insert_node(name.clone(), props.clone());
+        }
+        for i in &replicas {
+            linstor.push_replica(Replica::new("rd", format!("n{i}"), Vec::<String>::new()));
+        }
+        let classes = BTreeMap::from([(
+            "local".to_owned(),
+            BTreeMap::from([("allowRemoteVolumeAccess".to_owned(), "false".to_owned())]),
+        )]);
+        let now = Timestamp::from_second(1_000_000).unwrap();
+        let settings = DecisionSettings {
+            property_namespace: "Aux/topology".into(),
+            grace_period: Duration::from_secs(60),
+            now,
+        };
+        let held_hosts: Vec<Segments> = held
+            .iter()
+            .map(|i| Segments::from([("linbit.com/hostname".to_owned(), format!("n{i}"))]))
+            .collect();
+        let mut annotations = BTreeMap::new();
+        if let Some(policy) = &policy {
+            annotations.insert("override.piraeus.io/policy".to_owned(), policy.to_string());
+        }
+        if skip {
+            annotations.insert("piraeus.io/skip-affinity-controller".to_owned(), "yes".to_owned());
+        }
+        if let Some(restore) = restore {
+            annotations.insert("linstor.csi.linbit.com/affinity-restore-reclaim-policy".to_owned(), restore.to_owned());
+        }
+        let created = now.checked_sub(affinity_core::k8s_openapi::jiff::SignedDuration::from_secs(age_seconds)).unwrap();
+        let pv = PersistentVolume {
+            metadata: ObjectMeta {
+                name: Some("pv".into()),
+                uid: Some("uid-pv".into()),
+                annotations: Some(annotations),
+                creation_timestamp: Some(affinity_core::k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(created)),
+                deletion_timestamp: deleting.then(|| affinity_core::k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(now)),
+                ..Default::default()
+            },
+            spec: Some(PersistentVolumeSpec {
+                storage_class_name: Some("local".into()),
+                node_affinity: desired_node_affinity(&Accessibility::Restricted(held_hosts)),
+                csi: Some(CSIPersistentVolumeSource {
+                    driver: "linstor.csi.linbit.com".into(),
+                    volume_handle: "rd".into(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            status: Some(affinity_core::k8s_openapi::api::core::v1::PersistentVolumeStatus {
+                phase: phase.map(str::to_owned),
+                ..Default::default()
+            }),
+        };
+        let mut definition = ResourceDefinitionState { name: "rd".into(), ..Default::default() };
+        if saved {
+            let json = affinity_core::encode_intent(&affinity_core::replacement_pv(&pv, None), None).unwrap();
+            definition.volume_definitions.push(affinity_core::VolumeDefinitionState {
+                volume_number: 0,
+                properties: BTreeMap::from([(affinity_core::names::SAVED_PV_PROPERTY.to_owned(), json)]),
+            });
+        }
+        linstor.insert_resource_definition(definition);
+        let record = PvRecord::of(&pv, &mut RecordInterner::new()).unwrap();
+        let on_whole = Planner::new(&linstor, &classes, &settings).plan([&pv]);
+        let on_record = Planner::new(&linstor, &classes, &settings).plan([&record]);
+        prop_assert_eq!(on_whole.decisions.len(), on_record.decisions.len());
+        for (whole, record) in on_whole.decisions.into_iter().zip(on_record.decisions) {
+            prop_assert_eq!(&whole.pv_name, &record.pv_name);
+            if saved {
+                prop_assert!(
+                    matches!(record.outcome, Err(affinity_core::DecisionError::LivePvNeeded { .. })),
+                    "{:?}", record.outcome
+                );
+                continue;
+            }
+            let whole = whole.outcome.map(|action| action.map_replace(ReplaceNeeded::from));
+            prop_assert_eq!(format!("{whole:?}"), format!("{:?}", record.outcome));
         }
     }
 }

@@ -15,8 +15,9 @@ use std::time::{Duration, SystemTime};
 use affinity_core::k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
 use affinity_core::k8s_openapi::api::storage::v1::StorageClass;
 use affinity_core::{
-    Action, DecisionSettings, LinstorSnapshot, Planner, ReplaceTrigger, ResourceDefinitionSource, VolumeId,
-    claim_of, decode_saved_pv, guess_property_namespace, may_recreate, may_recreate_unread, saved_pv_json,
+    Action, DecisionError, DecisionSettings, LinstorSnapshot, Plan, Planner, PolicyOrigin, PvRecord, PvView,
+    ReplaceNeeded, ReplaceTrigger, ResourceDefinitionSource, VolumeDecision, VolumeId, claim_of,
+    decode_saved_pv, guess_property_namespace, may_recreate, may_recreate_unread, saved_pv_json,
 };
 use futures::StreamExt;
 use kube::api::Api;
@@ -48,8 +49,6 @@ const OWN_WRITE_ECHO: Duration = Duration::from_secs(10);
 pub struct ControllerSettings {
     /// Time between full passes (`--reconcile-rate`).
     pub reconcile_rate: Duration,
-    /// Time between full re-lists of the watched objects (`--resync-rate`).
-    pub resync_rate: Duration,
     /// Bound of one pass's operations (`--timeout`).
     pub timeout: Duration,
     /// PVs younger than this are left alone (the reference uses `--timeout`).
@@ -191,19 +190,12 @@ impl Controller {
         let pv_watch = run_watch(
             Api::<PersistentVolume>::all(self.parts.kube.clone()),
             &*self.pvs,
-            self.settings.resync_rate,
             watches.clone(),
         );
         let class_watch = async {
             if self.settings.paths.watch_storage_classes {
                 let classes = Api::<StorageClass>::all(self.parts.kube.clone());
-                run_watch(
-                    classes,
-                    &*self.classes,
-                    self.settings.resync_rate,
-                    watches.clone(),
-                )
-                .await;
+                run_watch(classes, &*self.classes, watches.clone()).await;
             } else {
                 watches.cancelled().await;
             }
@@ -322,39 +314,48 @@ impl Controller {
             self.settings.grace_period,
             SystemTime::now(),
         );
-        let classes = self.storage_classes(scope, &snapshot).await?;
+        let records: Vec<(Option<&str>, Vec<Arc<PvRecord>>)> = match scope {
+            Scope::All => vec![(None, self.pvs.pvs())],
+            Scope::ResourceDefinitions(names) | Scope::Focus(names) => names
+                .iter()
+                .map(|name| (Some(name.as_str()), self.pvs.of_resource_definition(name)))
+                .collect(),
+        };
+        let classes = self
+            .storage_classes(records.iter().flat_map(|(_, records)| records), scope, &snapshot)
+            .await?;
         self.parts.metrics.set_cached_pvs(self.pvs.len() as u64);
 
-        // Decide.
-        let (work, decided) = match scope {
-            Scope::All => {
-                let pvs = self.pvs.pvs();
-                let plan = Planner::new(&snapshot, &*classes, &settings).plan(pvs.iter().map(Arc::as_ref));
-                let work = pass_work(
-                    &plan.decisions,
-                    plan.invalid_handles
-                        .iter()
-                        .map(|invalid| (invalid.pv.as_str(), invalid.to_string())),
-                );
-                self.parts.metrics.set_out_of_sync(work.out_of_sync);
-                self.parts
-                    .metrics
-                    .set_held(work.held_at_retain, work.intents_held);
-                (work, pvs.len())
-            }
-            Scope::ResourceDefinitions(names) | Scope::Focus(names) => {
-                let mut planner = Planner::new(&snapshot, &*classes, &settings);
-                let mut decisions = Vec::new();
-                let mut decided = 0;
-                for name in names {
-                    let pvs = self.pvs.of_resource_definition(name);
-                    decided += pvs.len();
-                    let pvs: Vec<&PersistentVolume> = pvs.iter().map(Arc::as_ref).collect();
-                    decisions.extend(planner.decide_resource_definition(name, &pvs));
+        // Decide, on the cached records; volumes with saved replace state
+        // are decided on their whole PV, read now.
+        let mut planner = Planner::new(&snapshot, &*classes, &settings);
+        let mut plan: Plan<ReplaceNeeded> = Plan::default();
+        for (name, records) in &records {
+            match name {
+                None => plan = planner.plan(records.iter().map(Arc::as_ref)),
+                Some(name) => {
+                    let records: Vec<&PvRecord> = records.iter().map(Arc::as_ref).collect();
+                    plan.decisions
+                        .extend(planner.decide_resource_definition(name, &records));
                 }
-                (pass_work(&decisions, std::iter::empty()), decided)
             }
-        };
+        }
+        drop(planner);
+        self.decide_on_whole_pvs(&mut plan.decisions, &snapshot, &classes, &settings)
+            .await;
+        let decided = records.iter().map(|(_, records)| records.len()).sum();
+        let work = pass_work(
+            &plan.decisions,
+            plan.invalid_handles
+                .iter()
+                .map(|invalid| (invalid.pv.as_str(), invalid.to_string())),
+        );
+        if matches!(scope, Scope::All) {
+            self.parts.metrics.set_out_of_sync(work.out_of_sync);
+            self.parts
+                .metrics
+                .set_held(work.held_at_retain, work.intents_held);
+        }
 
         // Act.
         self.report_warnings(&work, matches!(scope, Scope::All)).await;
@@ -367,37 +368,74 @@ impl Controller {
         })
     }
 
-    /// The StorageClass parameters a pass decides with: the watched ones, or
-    /// when StorageClasses cannot be watched, each class the pass's PVs (and
-    /// the saved PVs of volumes whose PV may be gone) name, read once.
-    async fn storage_classes(
+    /// Decides again, on the whole PV as read now, each volume a record
+    /// could not decide (it has saved replace state, which is checked
+    /// against the whole live PV). A PV that cannot be read is left to the
+    /// next pass.
+    async fn decide_on_whole_pvs(
         &self,
+        decisions: &mut Vec<VolumeDecision<ReplaceNeeded>>,
+        snapshot: &LinstorSnapshot,
+        classes: &ClassParameters,
+        settings: &DecisionSettings,
+    ) {
+        let api: Api<PersistentVolume> = Api::all(self.parts.kube.clone());
+        let mut unread = BTreeSet::new();
+        for decision in decisions.iter_mut() {
+            let Err(DecisionError::LivePvNeeded { volume, pv }) = &decision.outcome else {
+                continue;
+            };
+            let (volume, pv) = (volume.clone(), pv.clone());
+            match api.get_opt(&pv).await {
+                Ok(live) => {
+                    let outcome = decide_again(snapshot, classes, settings, &volume, live.as_ref());
+                    match outcome {
+                        Some(outcome) => {
+                            decision.outcome = outcome.map(|action| action.map_replace(ReplaceNeeded::from));
+                        }
+                        None => {
+                            unread.insert(volume);
+                        }
+                    }
+                }
+                Err(error) => {
+                    self.parts.metrics.record_kubernetes_error();
+                    warn!(%pv, %error, "cannot read the PV to check its saved replace state; next pass retries");
+                    unread.insert(volume);
+                }
+            }
+        }
+        decisions.retain(|decision| !unread.contains(&decision.volume));
+    }
+
+    /// The StorageClass parameters a pass decides with: the watched ones, or
+    /// when StorageClasses cannot be watched, each class the policies of the
+    /// pass's PVs (and of the saved PVs of volumes whose PV may be gone)
+    /// come from, read once.
+    async fn storage_classes<'r>(
+        &self,
+        records: impl Iterator<Item = &'r Arc<PvRecord>>,
         scope: &Scope,
         snapshot: &LinstorSnapshot,
     ) -> Result<Arc<ClassParameters>, PassError> {
         if self.settings.paths.watch_storage_classes {
             return Ok(self.classes.snapshot());
         }
-        let pvs = match scope {
-            Scope::All => self.pvs.pvs(),
-            Scope::ResourceDefinitions(names) | Scope::Focus(names) => names
-                .iter()
-                .flat_map(|name| self.pvs.of_resource_definition(name))
-                .collect(),
-        };
         let saved: Vec<PersistentVolume> = match scope {
             Scope::All => saved_pvs(snapshot),
             Scope::ResourceDefinitions(_) | Scope::Focus(_) => Vec::new(),
         };
-        let names: BTreeSet<&str> = pvs
-            .iter()
-            .map(Arc::as_ref)
-            .chain(&saved)
-            .filter_map(|pv| pv.spec.as_ref()?.storage_class_name.as_deref())
+        let class_of = |origin: PolicyOrigin<'_>| match origin {
+            PolicyOrigin::StorageClass { name } => name.map(str::to_owned),
+            PolicyOrigin::OverrideAnnotation { .. } | PolicyOrigin::VolumeContext { .. } => None,
+        };
+        let names: BTreeSet<String> = records
+            .filter_map(|record| class_of(record.policy_origin()))
+            .chain(saved.iter().filter_map(|pv| class_of(pv.policy_origin())))
             .collect();
         let api: Api<StorageClass> = Api::all(self.parts.kube.clone());
         let mut classes = ClassParameters::new();
-        for name in names {
+        for name in &names {
             let class = api.get_opt(name).await.map_err(|source| {
                 self.parts.metrics.record_kubernetes_error();
                 PassError::StorageClass {
@@ -450,7 +488,10 @@ impl Controller {
         // Unreadable saved state of a volume whose PV is gone names no
         // PV: there is nothing to post the event about.
         if self.parts.leadership.is_leading() && !warning.pv.is_empty() {
-            let uid = self.pvs.get(&warning.pv).and_then(|pv| pv.metadata.uid.clone());
+            let uid = self
+                .pvs
+                .get(&warning.pv)
+                .and_then(|pv| pv.uid().map(str::to_owned));
             self.events
                 .warn_about_pv(&warning.pv, uid.as_deref(), warning.reason, &warning.message)
                 .await;

@@ -68,8 +68,6 @@ pub struct DrainConfig {
     /// Time between rounds when no drain is going on, and between retries
     /// of an evacuation LINSTOR refused.
     pub reconcile_rate: Duration,
-    /// Time between full re-lists of the nodes.
-    pub resync_rate: Duration,
     /// LINSTOR property namespace of the topology labels (the hostname
     /// property lives there); guessed from the LINSTOR nodes when `None`.
     pub property_namespace: Option<String>,
@@ -176,12 +174,7 @@ impl DrainReconciler {
     /// Runs until `shutdown` is cancelled.
     pub async fn run(&self, shutdown: CancellationToken) {
         let watches = shutdown.child_token();
-        let node_watch = run_watch(
-            Api::<Node>::all(self.kube.clone()),
-            &*self.nodes,
-            self.config.resync_rate,
-            watches.clone(),
-        );
+        let node_watch = run_watch(Api::<Node>::all(self.kube.clone()), &*self.nodes, watches.clone());
         tokio::select! {
             () = node_watch => {}
             () = self.rounds(&shutdown) => {}

@@ -1,73 +1,71 @@
-//! The PV cache: only LINSTOR CSI PVs, stripped of what decisions never read
-//! (managed fields, the last-applied annotation, status messages), indexed
-//! by resource definition and volume number. It also records whose
-//! resource definitions' PVs changed since the controller last looked, so a
-//! PV event is decided without waiting for the next cycle.
+//! The PV cache: a compact record per LINSTOR CSI PV (what decisions read,
+//! nothing else: [`PvRecord`]), indexed by name and by resource
+//! definition. Whole PVs are never kept: the replace protocol reads the PV
+//! fresh before it writes, and the few decisions that need the whole PV
+//! (saved replace state) read it then too. It also records whose resource
+//! definitions' PVs changed since the controller last looked, so a PV event
+//! is decided without waiting for the next cycle.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use affinity_core::k8s_openapi::api::core::v1::PersistentVolume;
-use affinity_core::linstor_volume_of;
+use affinity_core::{PvRecord, PvView, RecordInterner, VolumeId, linstor_volume_of};
 use tokio::sync::{Notify, watch};
 
 use crate::watch::WatchSink;
 
-/// Annotation `kubectl apply` keeps: a copy of the object, never read by decisions.
-const LAST_APPLIED_ANNOTATION: &str = "kubectl.kubernetes.io/last-applied-configuration";
-
 /// Cached LINSTOR CSI PVs.
 #[derive(Debug, Default)]
 struct Index {
-    by_name: HashMap<String, Arc<PersistentVolume>>,
-    /// PV names per volume; several when PVs wrongly share a volume.
-    by_volume: BTreeMap<(String, u16), BTreeSet<String>>,
+    interner: RecordInterner,
+    /// Keys share the records' names.
+    by_name: HashMap<Arc<str>, Arc<PvRecord>>,
+    /// Records per resource definition; several PVs share one when the
+    /// definition has several volumes, or when PVs wrongly share a volume.
+    by_definition: HashMap<Box<str>, Vec<Arc<PvRecord>>>,
+}
+
+/// The resource definition a record's handle names; `None` when the handle
+/// is invalid (such PVs are still cached, so that decisions report them).
+fn definition_of(record: &PvRecord) -> Option<String> {
+    let handle = record.linstor_volume_handle()?;
+    handle
+        .parse::<VolumeId>()
+        .ok()
+        .map(|volume| volume.resource_definition)
 }
 
 impl Index {
-    fn insert(&mut self, pv: PersistentVolume) {
-        let Some(name) = pv.metadata.name.clone() else {
+    fn insert(&mut self, pv: &PersistentVolume) {
+        let Some(record) = PvRecord::of(pv, &mut self.interner) else {
             return;
         };
-        self.remove(&name);
-        if let Some(Ok(volume)) = linstor_volume_of(&pv) {
-            self.by_volume
-                .entry((volume.resource_definition, volume.volume_number))
+        let record = Arc::new(record);
+        self.remove(record.name());
+        if let Some(definition) = definition_of(&record) {
+            self.by_definition
+                .entry(definition.into_boxed_str())
                 .or_default()
-                .insert(name.clone());
+                .push(Arc::clone(&record));
         }
-        self.by_name.insert(name, Arc::new(pv));
+        self.by_name.insert(Arc::clone(record.shared_name()), record);
     }
 
     fn remove(&mut self, name: &str) {
         let Some(old) = self.by_name.remove(name) else {
             return;
         };
-        if let Some(Ok(volume)) = linstor_volume_of(&old) {
-            let key = (volume.resource_definition, volume.volume_number);
-            if let Some(names) = self.by_volume.get_mut(&key) {
-                names.remove(name);
-                if names.is_empty() {
-                    self.by_volume.remove(&key);
-                }
+        let Some(definition) = definition_of(&old) else {
+            return;
+        };
+        if let Some(records) = self.by_definition.get_mut(definition.as_str()) {
+            records.retain(|record| !Arc::ptr_eq(record, &old));
+            if records.is_empty() {
+                self.by_definition.remove(definition.as_str());
             }
         }
     }
-}
-
-/// Drops what decisions never read. The replace protocol reads the PV fresh
-/// from the API server, so nothing dropped here can be lost.
-fn compact(mut pv: PersistentVolume) -> PersistentVolume {
-    pv.metadata.managed_fields = None;
-    if let Some(annotations) = pv.metadata.annotations.as_mut() {
-        annotations.remove(LAST_APPLIED_ANNOTATION);
-    }
-    if let Some(status) = pv.status.as_mut() {
-        status.message = None;
-        status.reason = None;
-        status.last_phase_transition_time = None;
-    }
-    pv
 }
 
 /// The LINSTOR CSI PVs of the cluster, as the watch last saw them.
@@ -100,27 +98,23 @@ impl PvCache {
     }
 
     /// Every cached PV, in no particular order.
-    pub fn pvs(&self) -> Vec<Arc<PersistentVolume>> {
+    pub fn pvs(&self) -> Vec<Arc<PvRecord>> {
         lock(&self.index).by_name.values().cloned().collect()
     }
 
     /// The cached PV called `name`.
-    pub fn get(&self, name: &str) -> Option<Arc<PersistentVolume>> {
+    pub fn get(&self, name: &str) -> Option<Arc<PvRecord>> {
         lock(&self.index).by_name.get(name).cloned()
     }
 
-    /// The cached PVs of resource definition `resource_definition`, by
-    /// volume number.
-    pub fn of_resource_definition(&self, resource_definition: &str) -> Vec<Arc<PersistentVolume>> {
-        let index = lock(&self.index);
-        let start = (resource_definition.to_owned(), 0);
-        let end = (resource_definition.to_owned(), u16::MAX);
-        index
-            .by_volume
-            .range(start..=end)
-            .flat_map(|(_, names)| names.iter())
-            .filter_map(|name| index.by_name.get(name).cloned())
-            .collect()
+    /// The cached PVs of resource definition `resource_definition`, in no
+    /// particular order.
+    pub fn of_resource_definition(&self, resource_definition: &str) -> Vec<Arc<PvRecord>> {
+        lock(&self.index)
+            .by_definition
+            .get(resource_definition)
+            .cloned()
+            .unwrap_or_default()
     }
 
     /// How many PVs are cached.
@@ -174,10 +168,8 @@ impl WatchSink<PersistentVolume> for PvCache {
     }
 
     fn listed(&self, pv: PersistentVolume) {
-        if linstor_volume_of(&pv).is_some()
-            && let Some(pending) = lock(&self.pending).as_mut()
-        {
-            pending.insert(compact(pv));
+        if let Some(pending) = lock(&self.pending).as_mut() {
+            pending.insert(&pv);
         }
     }
 
@@ -191,7 +183,7 @@ impl WatchSink<PersistentVolume> for PvCache {
     fn applied(&self, pv: PersistentVolume) {
         if linstor_volume_of(&pv).is_some() {
             self.mark_changed(&pv);
-            lock(&self.index).insert(compact(pv));
+            lock(&self.index).insert(&pv);
         }
     }
 
@@ -223,10 +215,6 @@ mod tests {
             metadata: ObjectMeta {
                 name: Some(name.to_owned()),
                 managed_fields: Some(vec![ManagedFieldsEntry::default()]),
-                annotations: Some(BTreeMap::from([
-                    (LAST_APPLIED_ANNOTATION.to_owned(), "{}".to_owned()),
-                    ("keep".to_owned(), "me".to_owned()),
-                ])),
                 ..ObjectMeta::default()
             },
             spec: Some(PersistentVolumeSpec {
@@ -245,12 +233,14 @@ mod tests {
         }
     }
 
-    fn names(pvs: &[Arc<PersistentVolume>]) -> Vec<&str> {
-        pvs.iter().filter_map(|pv| pv.metadata.name.as_deref()).collect()
+    fn names(pvs: &[Arc<PvRecord>]) -> Vec<&str> {
+        let mut names: Vec<&str> = pvs.iter().map(|pv| pv.name()).collect();
+        names.sort_unstable();
+        names
     }
 
     #[test]
-    fn keeps_only_linstor_pvs_compacted_and_indexed_by_volume() {
+    fn keeps_records_of_linstor_pvs_indexed_by_resource_definition() {
         let cache = PvCache::new();
         assert!(!cache.is_synced());
         cache.list_started();
@@ -266,12 +256,9 @@ mod tests {
         assert_eq!(names(&cache.of_resource_definition("pvc-1")), ["a", "b"]);
         assert_eq!(names(&cache.of_resource_definition("pvc-10")), ["d"]);
         let a = cache.get("a").unwrap();
-        assert!(a.metadata.managed_fields.is_none());
-        let annotations = a.metadata.annotations.as_ref().unwrap();
-        assert_eq!(annotations.keys().collect::<Vec<_>>(), ["keep"]);
-        let status = a.status.as_ref().unwrap();
-        assert_eq!(status.phase.as_deref(), Some("Bound"));
-        assert!(status.message.is_none());
+        assert_eq!(a.phase(), Some("Bound"));
+        assert_eq!(a.linstor_volume_handle(), Some("pvc-1"));
+        assert_eq!(cache.get("bad").unwrap().linstor_volume_handle(), Some("/1"));
         assert!(cache.take_changed().is_empty(), "a list is not a change");
     }
 

@@ -101,8 +101,8 @@ pub struct PassWork {
 /// Turns decisions into operations and warnings. Problems that are no
 /// PV's fault (for example a volume definition LINSTOR lists with a bad
 /// number) are not warnings about a PV and are left to the caller's logs.
-pub fn pass_work<'a>(
-    decisions: impl IntoIterator<Item = &'a VolumeDecision>,
+pub fn pass_work<'a, R: 'a>(
+    decisions: impl IntoIterator<Item = &'a VolumeDecision<R>>,
     invalid_handles: impl IntoIterator<Item = (&'a str, String)>,
 ) -> PassWork {
     let mut work = PassWork::default();

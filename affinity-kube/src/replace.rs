@@ -24,8 +24,9 @@
 //!
 //! Every write is fenced: it goes out only while this instance's lease stays
 //! valid for the whole time the write may take, and is abandoned after that
-//! time; requests the API server throttles (429) are repeated after a pause,
-//! each repetition fenced again.
+//! time. A request the API server throttles (429) is repeated by the
+//! client's [`crate::throttle`] layer inside that same time, so every
+//! repetition is covered by the lease too.
 
 use std::fmt;
 use std::future::Future;
@@ -59,9 +60,6 @@ pub const REBIND_ANNOTATION: &str = "linstor.csi.linbit.com/affinity-rebind";
 /// How long to wait for a retired PV to disappear once its finalizers are gone.
 const DELETION_TIMEOUT: Duration = Duration::from_secs(30);
 const DELETION_POLL: Duration = Duration::from_millis(50);
-/// Attempts of a request the API server answers with 429, and the first pause.
-const THROTTLED_ATTEMPTS: u32 = 6;
-const THROTTLED_PAUSE: Duration = Duration::from_millis(250);
 /// The longest one Kubernetes request of the protocol may take; less when
 /// the lease's renew deadline is short ([`Leadership::write_budget`]).
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -332,35 +330,22 @@ impl<L: IntentLog> ReplaceProtocol<L> {
 
     /// Sends one Kubernetes write (or read) of step `step` about PV `pv`:
     /// only while the lease stays ours for the request's whole budget, given
-    /// up after that budget, repeated with growing pauses while the API
-    /// server answers 429, and fenced again before each repetition.
-    async fn fenced<T, F, Fut>(&self, pv: &str, step: &'static str, mut request: F) -> Result<T, FencedError>
+    /// up after that budget (throttled requests are repeated within it by the
+    /// client's [`crate::throttle`] layer).
+    async fn fenced<T, F, Fut>(&self, pv: &str, step: &'static str, request: F) -> Result<T, FencedError>
     where
-        F: FnMut() -> Fut,
+        F: FnOnce() -> Fut,
         Fut: Future<Output = Result<T, kube::Error>>,
     {
-        let mut pause = THROTTLED_PAUSE;
-        let mut attempt = 1;
-        loop {
-            self.ensure_leading(pv, step).map_err(FencedError::Protocol)?;
-            let budget = self.budget();
-            let answer = tokio::time::timeout(budget, request()).await.map_err(|_| {
-                FencedError::Protocol(ReplaceError::RequestTimeout {
-                    pv: pv.to_owned(),
-                    step,
-                    seconds: budget.as_secs_f64(),
-                })
-            })?;
-            match answer {
-                Err(kube::Error::Api(status)) if status.code == 429 && attempt < THROTTLED_ATTEMPTS => {
-                    debug!(%pv, step, attempt, "request throttled by the API server; repeating");
-                    tokio::time::sleep(pause).await;
-                    pause *= 2;
-                    attempt += 1;
-                }
-                Err(error) => return Err(FencedError::Kube(error)),
-                Ok(value) => return Ok(value),
-            }
+        self.ensure_leading(pv, step).map_err(FencedError::Protocol)?;
+        let budget = self.budget();
+        match tokio::time::timeout(budget, request()).await {
+            Err(_) => Err(FencedError::Protocol(ReplaceError::RequestTimeout {
+                pv: pv.to_owned(),
+                step,
+                seconds: budget.as_secs_f64(),
+            })),
+            Ok(answer) => answer.map_err(FencedError::Kube),
         }
     }
 

@@ -1,30 +1,37 @@
-//! Client-side throttling of Kubernetes API requests: a token bucket
-//! (`qps` tokens per second, at most `burst` saved up) in the client's
-//! service stack, which also holds every request back for as long as the
-//! API server asked with a `429 Too Many Requests` answer's `Retry-After`.
-//! It can also count the requests, for the metrics.
+//! The one place Kubernetes API requests are paced, repeated and counted: a
+//! token bucket (`qps` tokens per second, at most `burst` saved up) in the
+//! client's service stack, which also holds every request back for as long
+//! as the API server asked with a `429 Too Many Requests` answer's
+//! `Retry-After`, and sends the throttled request again (a few times, when
+//! its body can be sent again). kube's own retry is turned off where this
+//! layer is used ([`ThrottleLayer::configure`]), so no request is repeated
+//! anywhere else, and the counter counts requests as sent.
 
 use std::future::Future;
 use std::pin::Pin;
-use std::task::{Context, Poll, ready};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use http::{Request, Response, StatusCode};
 use prometheus_client::metrics::counter::Counter;
-use tokio::time::{Instant, Sleep};
-use tower::{Layer, Service};
+use tokio::time::Instant;
+use tower::{Layer, Service, ServiceExt};
 use tracing::warn;
 
 use crate::pv_cache::lock;
 
-/// How long to hold requests back after a 429 without `Retry-After`.
+/// How long to hold requests back after a 429 without `Retry-After`; it
+/// doubles with every further 429 to the same request.
 const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(1);
 /// Longest hold honoured, so a bogus header cannot stall the controller.
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(60);
+/// Times one request is sent while the API server answers 429.
+pub const THROTTLED_ATTEMPTS: u32 = 5;
 
 /// Throttle settings: `qps` requests per second on average, bursts of up to
 /// `burst`. A `qps` of zero or less, or one that is not a finite number,
-/// turns throttling off (429 answers are still honoured). A tiny `qps`
+/// turns the rate limit off (429 answers are still honoured). A tiny `qps`
 /// holds a request back for at most [`MAX_HOLD`].
 #[derive(Clone, Debug)]
 pub struct ThrottleLayer {
@@ -43,10 +50,21 @@ impl ThrottleLayer {
         }
     }
 
-    /// Also counts every request sent in `requests`.
+    /// A layer without a rate limit, which still honours 429 answers.
+    pub fn unlimited() -> Self {
+        Self::new(0.0, 1)
+    }
+
+    /// Also counts every request sent (each repetition too) in `requests`.
     pub fn counting(mut self, requests: Counter) -> Self {
         self.requests = Some(requests);
         self
+    }
+
+    /// Turns kube's own retry of throttled requests off in `config`: this
+    /// layer is the one that repeats them.
+    pub fn configure(config: &mut kube::Config) {
+        config.default_retry = false;
     }
 }
 
@@ -55,27 +73,44 @@ impl<S> Layer<S> for ThrottleLayer {
 
     fn layer(&self, inner: S) -> Self::Service {
         Throttle {
-            inner,
-            bucket: Bucket::new(self.qps, self.burst),
-            holding: None,
-            ready: false,
-            blocked: BlockedUntil::default(),
+            inner: Arc::new(tokio::sync::Mutex::new(inner)),
+            pace: Arc::new(Pace {
+                bucket: Mutex::new(Bucket::new(self.qps, self.burst)),
+                blocked_until: Mutex::new(None),
+            }),
             requests: self.requests.clone(),
         }
     }
 }
 
-/// Time before which no request may go out, shared with response futures.
-#[derive(Clone, Debug, Default)]
-struct BlockedUntil(std::sync::Arc<std::sync::Mutex<Option<Instant>>>);
+/// What every request of one client waits for: the rate and the API
+/// server's last `Retry-After`.
+#[derive(Debug)]
+struct Pace {
+    bucket: Mutex<Bucket>,
+    blocked_until: Mutex<Option<Instant>>,
+}
 
-impl BlockedUntil {
-    fn get(&self) -> Option<Instant> {
-        *lock(&self.0)
+impl Pace {
+    /// Waits until the API server's hold is over and a token is taken.
+    async fn turn(&self) {
+        loop {
+            let now = Instant::now();
+            let blocked = *lock(&self.blocked_until);
+            if let Some(until) = blocked.filter(|until| *until > now) {
+                tokio::time::sleep_until(until).await;
+                continue;
+            }
+            let taken = lock(&self.bucket).take(now);
+            match taken {
+                Ok(()) => return,
+                Err(wait) => tokio::time::sleep(wait).await,
+            }
+        }
     }
 
-    fn extend(&self, until: Instant) {
-        let mut blocked = lock(&self.0);
+    fn block_until(&self, until: Instant) {
+        let mut blocked = lock(&self.blocked_until);
         if blocked.is_none_or(|current| current < until) {
             *blocked = Some(until);
         }
@@ -123,75 +158,115 @@ impl Bucket {
     }
 }
 
+/// A request body that can be sent again, when its kind allows.
+pub trait RepeatableBody: Sized {
+    /// A copy of the body to send again, `None` when it is a stream.
+    fn repeat(&self) -> Option<Self>;
+}
+
+impl RepeatableBody for kube::client::Body {
+    fn repeat(&self) -> Option<Self> {
+        self.try_clone()
+    }
+}
+
+impl RepeatableBody for () {
+    fn repeat(&self) -> Option<Self> {
+        Some(())
+    }
+}
+
+/// A copy of `request` to send again, `None` when its body cannot be.
+fn repeat_request<B: RepeatableBody>(request: &Request<B>) -> Option<Request<B>> {
+    let mut copy = Request::new(request.body().repeat()?);
+    *copy.method_mut() = request.method().clone();
+    *copy.uri_mut() = request.uri().clone();
+    *copy.version_mut() = request.version();
+    *copy.headers_mut() = request.headers().clone();
+    *copy.extensions_mut() = request.extensions().clone();
+    Some(copy)
+}
+
 /// The throttling service; see [`ThrottleLayer`].
 #[derive(Debug)]
 pub struct Throttle<S> {
-    inner: S,
-    bucket: Bucket,
-    holding: Option<Pin<Box<Sleep>>>,
-    /// A token was taken for the next call.
-    ready: bool,
-    blocked: BlockedUntil,
+    /// Shared with the response futures, which send repetitions.
+    inner: Arc<tokio::sync::Mutex<S>>,
+    pace: Arc<Pace>,
     requests: Option<Counter>,
 }
 
 impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for Throttle<S>
 where
-    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Send + 'static,
     S::Future: Send + 'static,
+    ReqBody: RepeatableBody + Send + 'static,
+    ResBody: Send + 'static,
 {
     type Response = S::Response;
     type Error = S::Error;
     type Future = Pin<Box<dyn Future<Output = Result<S::Response, S::Error>> + Send>>;
 
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        while !self.ready {
-            if let Some(holding) = self.holding.as_mut() {
-                ready!(holding.as_mut().poll(cx));
-                self.holding = None;
-            }
-            let now = Instant::now();
-            if let Some(until) = self.blocked.get().filter(|until| *until > now) {
-                self.holding = Some(Box::pin(tokio::time::sleep_until(until)));
-                continue;
-            }
-            match self.bucket.take(now) {
-                Ok(()) => self.ready = true,
-                Err(wait) => self.holding = Some(Box::pin(tokio::time::sleep(wait))),
-            }
-        }
-        self.inner.poll_ready(cx)
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        // Each request waits for its turn and for the inner service in its
+        // own future.
+        Poll::Ready(Ok(()))
     }
 
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
-        self.ready = false;
-        if let Some(requests) = &self.requests {
-            requests.inc();
-        }
-        let blocked = self.blocked.clone();
-        let response = self.inner.call(request);
+        let (inner, pace, requests) = (
+            Arc::clone(&self.inner),
+            Arc::clone(&self.pace),
+            self.requests.clone(),
+        );
         Box::pin(async move {
-            let response = response.await?;
-            if response.status() == StatusCode::TOO_MANY_REQUESTS {
-                let wait = retry_after(&response).min(MAX_RETRY_AFTER);
+            let mut request = request;
+            let mut hold = DEFAULT_RETRY_AFTER;
+            let mut attempt = 1;
+            loop {
+                pace.turn().await;
+                let again = if attempt < THROTTLED_ATTEMPTS {
+                    repeat_request(&request)
+                } else {
+                    None
+                };
+                if let Some(requests) = &requests {
+                    requests.inc();
+                }
+                let answer = {
+                    let mut inner = inner.lock().await;
+                    inner.ready().await?.call(request)
+                };
+                let response = answer.await?;
+                if response.status() != StatusCode::TOO_MANY_REQUESTS {
+                    return Ok(response);
+                }
+                let wait = retry_after(&response).unwrap_or(hold).min(MAX_RETRY_AFTER);
+                hold = (hold * 2).min(MAX_RETRY_AFTER);
+                pace.block_until(Instant::now() + wait);
+                let Some(again) = again else {
+                    warn!(attempt, "API server answered 429; giving the request up");
+                    return Ok(response);
+                };
                 warn!(
+                    attempt,
                     seconds = wait.as_secs_f64(),
-                    "API server answered 429: holding requests back"
+                    "API server answered 429: holding requests back, then sending again"
                 );
-                blocked.extend(Instant::now() + wait);
+                request = again;
+                attempt += 1;
             }
-            Ok(response)
         })
     }
 }
 
-fn retry_after<B>(response: &Response<B>) -> Duration {
+fn retry_after<B>(response: &Response<B>) -> Option<Duration> {
     response
         .headers()
         .get(http::header::RETRY_AFTER)
         .and_then(|value| value.to_str().ok())
         .and_then(|value| value.trim().parse::<u64>().ok())
-        .map_or(DEFAULT_RETRY_AFTER, Duration::from_secs)
+        .map(Duration::from_secs)
 }
 
 #[cfg(test)]
@@ -292,12 +367,41 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn a_429_holds_the_next_requests_for_its_retry_after() {
-        let mut service = ThrottleLayer::new(0.0, 1).layer(answering(429, Some("3")));
+    async fn a_429_holds_every_request_for_its_retry_after_and_sends_again() {
+        let requests = Counter::default();
+        let answers = Arc::new(Mutex::new(vec![200, 429]));
+        let inner = {
+            let answers = Arc::clone(&answers);
+            tower::service_fn(move |_request: Request<()>| {
+                let status = lock(&answers).pop().unwrap_or(200);
+                let mut response = Response::builder().status(status);
+                if status == 429 {
+                    response = response.header(http::header::RETRY_AFTER, "3");
+                }
+                std::future::ready(Ok::<_, Infallible>(response.body(()).unwrap()))
+            })
+        };
+        let mut service = ThrottleLayer::new(0.0, 1).counting(requests.clone()).layer(inner);
+        let start = Instant::now();
+        let response = send(&mut service).await;
+        assert_eq!(response.status(), StatusCode::OK, "sent again after the hold");
+        assert_eq!(start.elapsed(), Duration::from_secs(3));
+        assert_eq!(requests.get(), 2, "both attempts are counted as sent");
+        send(&mut service).await;
+        assert_eq!(requests.get(), 3);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_request_answered_429_every_time_is_given_up_after_its_attempts() {
+        let requests = Counter::default();
+        let mut service = ThrottleLayer::new(0.0, 1)
+            .counting(requests.clone())
+            .layer(answering(429, None));
         let start = Instant::now();
         let response = send(&mut service).await;
         assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
-        send(&mut service).await;
-        assert_eq!(start.elapsed(), Duration::from_secs(3));
+        assert_eq!(requests.get(), u64::from(THROTTLED_ATTEMPTS));
+        // Holds of 1, 2, 4 and 8 s between the five attempts.
+        assert_eq!(start.elapsed(), Duration::from_secs(15));
     }
 }

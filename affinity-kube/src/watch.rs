@@ -1,9 +1,9 @@
-//! Keeping a local cache in step with the API server: a kube-runtime watch,
-//! restarted from a fresh list every resync period so that a missed event
-//! can never leave the cache wrong for longer than that.
-
-use std::fmt::Debug;
-use std::time::Duration;
+//! Keeping a local cache in step with the API server: a kube-runtime watch.
+//! Its first list is paged ([`LIST_PAGE_SIZE`] objects per request), and a
+//! watch that breaks resumes from the last resourceVersion it saw, so no
+//! event is missed and nothing is listed again; only when the API server no
+//! longer has that version (`410 Gone`) is everything listed again, which
+//! the sink sees as a new list.
 
 use futures::StreamExt;
 use kube::Resource;
@@ -11,6 +11,7 @@ use kube::api::Api;
 use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event};
 use serde::de::DeserializeOwned;
+use std::fmt::Debug;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
@@ -29,38 +30,35 @@ pub trait WatchSink<K>: Send + Sync {
     fn deleted(&self, object: K);
 }
 
-/// Feeds `sink` from a watch of `api` until `shutdown`, listing again every
-/// `resync`. Watch errors are logged and retried with backoff.
-pub async fn run_watch<K, S>(api: Api<K>, sink: &S, resync: Duration, shutdown: CancellationToken)
+/// Objects per request of a list.
+pub const LIST_PAGE_SIZE: u32 = 500;
+
+/// Feeds `sink` from a watch of `api` until `shutdown`. Watch errors are
+/// logged and retried with backoff.
+pub async fn run_watch<K, S>(api: Api<K>, sink: &S, shutdown: CancellationToken)
 where
     K: Resource + Clone + DeserializeOwned + Debug + Send + 'static,
     K::DynamicType: Default,
     S: WatchSink<K> + ?Sized,
 {
     let kind = K::kind(&K::DynamicType::default()).into_owned();
+    let config = watcher::Config::default().page_size(LIST_PAGE_SIZE);
+    let mut events = watcher::watcher(api, config).default_backoff().boxed();
     loop {
-        let mut events = watcher::watcher(api.clone(), watcher::Config::default())
-            .default_backoff()
-            .boxed();
-        let resync_due = tokio::time::sleep(resync);
-        tokio::pin!(resync_due);
-        loop {
-            tokio::select! {
-                () = shutdown.cancelled() => return,
-                () = &mut resync_due => {
-                    debug!(%kind, "resync: listing again");
-                    break;
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            event = events.next() => match event {
+                Some(Ok(Event::Init)) => {
+                    debug!(%kind, "listing");
+                    sink.list_started();
                 }
-                event = events.next() => match event {
-                    Some(Ok(Event::Init)) => sink.list_started(),
-                    Some(Ok(Event::InitApply(object))) => sink.listed(object),
-                    Some(Ok(Event::InitDone)) => sink.list_done(),
-                    Some(Ok(Event::Apply(object))) => sink.applied(object),
-                    Some(Ok(Event::Delete(object))) => sink.deleted(object),
-                    Some(Err(error)) => warn!(%kind, %error, "watch failed; retrying"),
-                    None => break,
-                },
-            }
+                Some(Ok(Event::InitApply(object))) => sink.listed(object),
+                Some(Ok(Event::InitDone)) => sink.list_done(),
+                Some(Ok(Event::Apply(object))) => sink.applied(object),
+                Some(Ok(Event::Delete(object))) => sink.deleted(object),
+                Some(Err(error)) => warn!(%kind, %error, "watch failed; retrying"),
+                None => return,
+            },
         }
     }
 }

@@ -108,17 +108,15 @@ const TRUST_STORE_HINT: &str = " (the kubeconfig names no certificate authority 
      system's CA certificates were needed: give its CA as certificate-authority or \
      certificate-authority-data in the kubeconfig)";
 
-/// A client for `config`, its requests throttled by `throttle` when given. Nothing is contacted
-/// yet.
+/// A client for `config`, its requests paced, repeated after `429` answers and counted by
+/// `throttle` (the only retry: kube's own is turned off). Nothing is contacted yet.
 ///
 /// The platform's trust store is only loaded when the connection needs it: an https API server (or
 /// proxy) without a certificate authority in the configuration, and with verification on. Otherwise
 /// (plain http, a CA given, `insecure-skip-tls-verify`) the client never reads the system's CA
 /// certificates, so it also works in an image that has none.
-pub fn client(
-    mut config: kube::Config,
-    throttle: Option<&ThrottleLayer>,
-) -> Result<kube::Client, KubeArgsError> {
+pub fn client(mut config: kube::Config, throttle: &ThrottleLayer) -> Result<kube::Client, KubeArgsError> {
+    ThrottleLayer::configure(&mut config);
     let https = [Some(&config.cluster_url), config.proxy_url.as_ref()]
         .into_iter()
         .flatten()
@@ -135,10 +133,7 @@ pub fn client(
         trust_store,
         reason: error_chain(&source),
     })?;
-    Ok(match throttle {
-        Some(throttle) => builder.with_layer(throttle).build(),
-        None => builder.build(),
-    })
+    Ok(builder.with_layer(throttle).build())
 }
 
 /// The context, cluster and user a command asked for; prints as ` (context "a", user "b")`, or

@@ -11,6 +11,8 @@ use kube::api::{Api, ListParams};
 use serde::de::DeserializeOwned;
 
 use crate::convert::{ClusterState, CoreState};
+use affinity_kube::throttle::ThrottleLayer;
+
 use crate::kube_args::{KubeArgs, KubeArgsError, client};
 use crate::progress::Spinner;
 
@@ -70,7 +72,7 @@ pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
 pub async fn kube_client(kube_args: &KubeArgs) -> Result<(kube::Client, String), LiveError> {
     let config = kube_args.config().await?;
     let api_server = config.cluster_url.to_string();
-    Ok((client(config, None)?, api_server))
+    Ok((client(config, &ThrottleLayer::unlimited())?, api_server))
 }
 
 /// Clients of the live cluster.

@@ -72,7 +72,9 @@ struct Cli {
     #[arg(long, value_name = "DURATION", default_value = "15s", value_parser = parse_duration)]
     reconcile_rate: Duration,
 
-    /// How often the PV and StorageClass caches are listed again from scratch.
+    /// Accepted for compatibility and unused: the caches are kept by watches that resume from
+    /// their last resourceVersion and never need listing again, and every --reconcile-rate a full
+    /// pass decides for every cached PV again, which is what a resync achieves elsewhere.
     #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = parse_duration)]
     resync_rate: Duration,
 
@@ -296,7 +298,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
     let metrics = Arc::new(Metrics::new());
     let throttle =
         ThrottleLayer::new(cli.kube_api_qps, cli.kube_api_burst).counting(metrics.kubernetes_requests());
-    let kube = kube_args::client(config, Some(&throttle)).map_err(|e| failure(EXIT_CONFIG, e))?;
+    let kube = kube_args::client(config, &throttle).map_err(|e| failure(EXIT_CONFIG, e))?;
     let shutdown = CancellationToken::new();
     tokio::spawn(cancel_on_signal(shutdown.clone()));
 
@@ -318,7 +320,6 @@ async fn run(cli: Cli) -> Result<(), Failure> {
     let lock = Sources::PROCESS.lock(&cli.lease_lock_name, &cli.lease_lock_namespace);
     let mut settings = ControllerSettings {
         reconcile_rate: cli.reconcile_rate,
-        resync_rate: cli.resync_rate,
         timeout: cli.timeout,
         grace_period: cli.grace_period.unwrap_or(cli.timeout),
         workers: usize::try_from(cli.workers).unwrap_or(usize::MAX),
@@ -330,7 +331,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
     info!(
         version = env!("CARGO_PKG_VERSION"),
         reconcile_rate = ?settings.reconcile_rate,
-        resync_rate = ?settings.resync_rate,
+        resync_rate = ?cli.resync_rate,
         timeout = ?settings.timeout,
         grace_period = ?settings.grace_period,
         workers = settings.workers,
@@ -391,7 +392,6 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         let config = DrainConfig {
             decisions: drain_settings,
             reconcile_rate: settings.reconcile_rate,
-            resync_rate: settings.resync_rate,
             property_namespace: settings.property_namespace.clone(),
         };
         let events = EventReporter::new(kube.clone(), &settings.instance).with_apis(settings.paths.events);
