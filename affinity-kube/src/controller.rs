@@ -308,6 +308,7 @@ impl Controller {
         for warning in &linstor.warnings {
             warn!(%warning, "LINSTOR state");
         }
+        self.parts.metrics.record_linstor_bytes(linstor.received_bytes);
         let snapshot = linstor.snapshot;
         let settings = DecisionSettings::at(
             self.property_namespace(&snapshot),

@@ -2,10 +2,16 @@
 //! (resource definitions with their volume definitions, the resource view,
 //! the nodes) whatever the number of volumes, or converted from lists read
 //! elsewhere (for example a dump).
+//!
+//! A fetch decodes the two large lists while they stream in and keeps of
+//! each element only what decisions read (replica placement and flags; the
+//! skip and saved-PV properties), so its memory grows with the state the
+//! engine keeps, not with the size of LINSTOR's answers.
 
 use std::collections::BTreeMap;
 
-use affinity_core::{LinstorSnapshot, Replica, ResourceDefinitionState, VolumeDefinitionState};
+use affinity_core::names::{SAVED_PV_PROPERTY, SKIP_PROPERTY};
+use affinity_core::{LinstorSnapshot, Properties, Replica, ResourceDefinitionState, VolumeDefinitionState};
 use linstor_api::models::{Node, ResourceDefinition, ResourceWithVolumes, VolumeDefinition};
 use linstor_api::{Client, NodeFilter, ResourceDefinitionFilter, ResourceViewFilter};
 
@@ -17,6 +23,27 @@ pub struct LinstorState {
     /// Parts of the input left out, with the reason (for example a volume
     /// definition with an out-of-range number).
     pub warnings: Vec<String>,
+    /// Bytes of the resource definition and resource lists received (0
+    /// when converted from lists read elsewhere).
+    pub received_bytes: u64,
+}
+
+/// What decisions read of a resource in the resource view.
+#[derive(serde::Deserialize)]
+struct Placement {
+    name: String,
+    node_name: String,
+    #[serde(default)]
+    flags: Vec<String>,
+}
+
+/// The properties decisions read, of a resource definition's or volume
+/// definition's properties.
+fn decision_properties(properties: &Properties, key: &str) -> Properties {
+    properties
+        .get_key_value(key)
+        .map(|(key, value)| Properties::from([(key.clone(), value.clone())]))
+        .unwrap_or_default()
 }
 
 /// Why LINSTOR state could not be fetched.
@@ -53,23 +80,39 @@ async fn fetch_filtered(client: &Client, names: &[String]) -> Result<LinstorStat
             with_volume_definitions: true,
             ..ResourceDefinitionFilter::default()
         };
-        client
-            .list_resource_definitions(&filter)
+        let mut definitions = Vec::new();
+        let mut warnings = Vec::new();
+        let bytes = client
+            .list_resource_definitions_each(&filter, |definition: ResourceDefinition| {
+                definitions.push(definition_state(&definition, &mut warnings));
+            })
             .await
             .map_err(|source| FetchError {
                 what: "resource definitions",
                 source,
-            })
+            })?;
+        Ok((definitions, warnings, bytes))
     };
     let resources = async {
         let filter = ResourceViewFilter {
             resources: names.to_vec(),
             ..ResourceViewFilter::default()
         };
-        client.view_resources(&filter).await.map_err(|source| FetchError {
-            what: "resources",
-            source,
-        })
+        let mut replicas = Vec::new();
+        let bytes = client
+            .view_resources_each(&filter, |resource: Placement| {
+                replicas.push(Replica {
+                    resource_name: resource.name,
+                    node_name: resource.node_name,
+                    flags: resource.flags,
+                });
+            })
+            .await
+            .map_err(|source| FetchError {
+                what: "resources",
+                source,
+            })?;
+        Ok((replicas, bytes))
     };
     let nodes = async {
         client
@@ -80,8 +123,40 @@ async fn fetch_filtered(client: &Client, names: &[String]) -> Result<LinstorStat
                 source,
             })
     };
-    let (definitions, resources, nodes) = futures::try_join!(definitions, resources, nodes)?;
-    Ok(convert(&nodes, &resources, &definitions, None))
+    let ((definitions, warnings, definition_bytes), (replicas, resource_bytes), nodes) =
+        futures::try_join!(definitions, resources, nodes)?;
+    let mut state = LinstorState {
+        warnings,
+        received_bytes: definition_bytes + resource_bytes,
+        ..LinstorState::default()
+    };
+    for node in nodes {
+        state.snapshot.insert_node(node.name, node.props);
+    }
+    for replica in replicas {
+        state.snapshot.push_replica(replica);
+    }
+    for definition in definitions {
+        state.snapshot.insert_resource_definition(definition);
+    }
+    Ok(state)
+}
+
+/// What decisions read of a resource definition and its volume definitions.
+fn definition_state(definition: &ResourceDefinition, warnings: &mut Vec<String>) -> ResourceDefinitionState {
+    ResourceDefinitionState {
+        name: definition.name.clone(),
+        properties: decision_properties(&definition.props, SKIP_PROPERTY),
+        volume_definitions: definition
+            .volume_definitions
+            .iter()
+            .filter_map(|volume| volume_definition(&definition.name, volume, warnings))
+            .map(|volume| VolumeDefinitionState {
+                properties: decision_properties(&volume.properties, SAVED_PV_PROPERTY),
+                ..volume
+            })
+            .collect(),
+    }
 }
 
 /// Converts LINSTOR lists. Volume definitions of `volume_definitions` (a
@@ -177,6 +252,59 @@ mod tests {
 
     fn definition(json: serde_json::Value) -> ResourceDefinition {
         serde_json::from_value(json).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_fetch_keeps_every_replica_and_only_the_properties_decisions_read() {
+        use linstor_api::sim::{SimNode, SimResource, SimResourceDefinition, SimState, Simulator};
+
+        let mut marked = SimResourceDefinition::new("pvc-1", 1024)
+            .resource(SimResource::diskful("a"))
+            .resource(SimResource::diskless("b"));
+        marked.props.insert(SKIP_PROPERTY.to_owned(), "yes".to_owned());
+        marked
+            .props
+            .insert("DrbdOptions/Net/protocol".to_owned(), "C".to_owned());
+        marked.volume_definitions[0]
+            .props
+            .insert(SAVED_PV_PROPERTY.to_owned(), "{}".to_owned());
+        marked.volume_definitions[0]
+            .props
+            .insert("DrbdOptions/Disk/al-extents".to_owned(), "6007".to_owned());
+        let state = SimState {
+            nodes: vec![SimNode::new("a"), SimNode::new("b")],
+            resource_definitions: (2..300)
+                .map(|i| {
+                    SimResourceDefinition::new(format!("pvc-{i}"), 1024).resource(SimResource::diskful("b"))
+                })
+                .chain([marked])
+                .collect(),
+            ..SimState::default()
+        };
+        let sim = Simulator::start(state).await.unwrap();
+        let client = Client::builder()
+            .controllers([sim.http_url().unwrap()])
+            .build()
+            .unwrap();
+        let state = fetch(&client).await.unwrap();
+        assert!(state.received_bytes > 0);
+        let marked = state.snapshot.resource_definition("pvc-1").unwrap();
+        assert_eq!(
+            marked.properties,
+            Properties::from([(SKIP_PROPERTY.to_owned(), "yes".to_owned())])
+        );
+        assert_eq!(
+            marked.volume_definitions[0].properties,
+            Properties::from([(SAVED_PV_PROPERTY.to_owned(), "{}".to_owned())])
+        );
+        let replicas = state.snapshot.resources("pvc-1");
+        assert_eq!(replicas.len(), 2);
+        assert!(
+            replicas
+                .iter()
+                .any(|replica| replica.node_name == "b" && !replica.is_healthy_diskful())
+        );
+        assert!((2..300).all(|i| state.snapshot.resources(&format!("pvc-{i}")).len() == 1));
     }
 
     #[test]

@@ -41,6 +41,7 @@ pub struct Metrics {
     intents_held: Gauge,
     last_successful_reconcile: Gauge<f64, AtomicU64>,
     linstor_errors: Counter,
+    linstor_received_bytes: Counter,
     kubernetes_errors: Counter,
     kubernetes_requests: Counter,
     leading: Gauge,
@@ -86,6 +87,7 @@ impl Metrics {
             intents_held: Gauge::default(),
             last_successful_reconcile: Gauge::default(),
             linstor_errors: Counter::default(),
+            linstor_received_bytes: Counter::default(),
             kubernetes_errors: Counter::default(),
             kubernetes_requests: Counter::default(),
             leading: Gauge::default(),
@@ -158,6 +160,11 @@ impl Metrics {
             "linstor_request_errors",
             "Number of failed LINSTOR reads and writes (a failed read of the three lists counts once)",
             self.linstor_errors.clone(),
+        );
+        r.register(
+            "linstor_received_bytes",
+            "Bytes of LINSTOR's resource definition and resource lists received by reconcile passes",
+            self.linstor_received_bytes.clone(),
         );
         r.register(
             "kubernetes_request_errors",
@@ -288,6 +295,11 @@ impl Metrics {
     /// Counts a failed request to the LINSTOR API.
     pub fn record_linstor_error(&self) {
         self.linstor_errors.inc();
+    }
+
+    /// Counts bytes of LINSTOR lists received.
+    pub fn record_linstor_bytes(&self, bytes: u64) {
+        self.linstor_received_bytes.inc_by(bytes);
     }
 
     /// Counts a failed request to the Kubernetes API.

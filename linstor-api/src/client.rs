@@ -14,6 +14,7 @@ use serde::de::DeserializeOwned;
 use crate::config::{Auth, ClientBuilder};
 use crate::error::{ConfigError, Error, Reports, Result, chain};
 use crate::events::SseParser;
+use crate::json_array::{ArraySplitter, FeedError, SplitError};
 use crate::models::{
     ApiCallRc, ControllerVersion, Node, NodeEvacuate, NodeEvent, NodeModify, NodeRestore, Resource,
     ResourceDefinition, ResourceDefinitionModify, ResourceWithVolumes, VolumeDefinitionModify,
@@ -317,28 +318,92 @@ impl Client {
         let endpoint = format!("{method} {path}");
         let (resp, base) = self.send(method, path, query, body, false).await?;
         let status = resp.status();
-        let bytes = resp.bytes().await.map_err(|e| {
-            if e.is_timeout() {
-                Error::Timeout {
-                    endpoint: endpoint.clone(),
-                    url: base.to_string(),
-                    timeout: self.inner.timeout,
-                }
-            } else {
-                Error::Transfer {
-                    endpoint: endpoint.clone(),
-                    url: base.to_string(),
-                    message: chain(&e),
-                }
-            }
-        })?;
+        let bytes = resp
+            .bytes()
+            .await
+            .map_err(|e| self.body_error(&endpoint, &base, &e))?;
         check_status(&endpoint, status, &bytes)?;
         Ok(bytes)
+    }
+
+    /// The error for an answer whose body could not be read.
+    fn body_error(&self, endpoint: &str, base: &Url, e: &reqwest::Error) -> Error {
+        if e.is_timeout() {
+            Error::Timeout {
+                endpoint: endpoint.to_owned(),
+                url: base.to_string(),
+                timeout: self.inner.timeout,
+            }
+        } else {
+            Error::Transfer {
+                endpoint: endpoint.to_owned(),
+                url: base.to_string(),
+                message: chain(e),
+            }
+        }
     }
 
     async fn get_json<T: DeserializeOwned>(&self, path: &str, query: &[(&str, &str)]) -> Result<T> {
         let body = self.call(Method::GET, path, query, None).await?;
         decode_json(&format!("GET {path}"), &body)
+    }
+
+    /// Gets a list answer and decodes its elements one by one as they
+    /// arrive, calling `each` with every one: the whole answer is never
+    /// held. Returns the answer's size in bytes. On an error, `each` may
+    /// have seen part of the list.
+    async fn get_each<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        query: &[(&str, &str)],
+        mut each: impl FnMut(T),
+    ) -> Result<u64> {
+        let endpoint = format!("GET {path}");
+        let (mut resp, base) = self.send(Method::GET, path, query, None, false).await?;
+        let status = resp.status();
+        if !status.is_success() {
+            let body = resp
+                .bytes()
+                .await
+                .map_err(|e| self.body_error(&endpoint, &base, &e))?;
+            // Not a success: this fails with the status and LINSTOR's reports.
+            return check_status(&endpoint, status, &body).map(|()| 0);
+        }
+        let mut splitter = ArraySplitter::new();
+        let (mut index, mut bytes) = (0usize, 0u64);
+        while let Some(chunk) = resp
+            .chunk()
+            .await
+            .map_err(|e| self.body_error(&endpoint, &base, &e))?
+        {
+            bytes += chunk.len() as u64;
+            let fed = splitter.feed(&chunk, |element| {
+                let decoded = decode_json::<T>(&endpoint, element).map_err(|error| match error {
+                    Error::Decode {
+                        endpoint,
+                        path,
+                        message,
+                    } => Error::Decode {
+                        endpoint,
+                        path: format!("[{index}]{}", path.trim_start_matches('.')),
+                        message,
+                    },
+                    other => other,
+                })?;
+                index += 1;
+                each(decoded);
+                Ok(())
+            });
+            match fed {
+                Ok(()) => {}
+                Err(FeedError::Element(error)) => return Err(error),
+                Err(FeedError::Split(error)) => return Err(split_error(&endpoint, &error)),
+            }
+        }
+        splitter
+            .finish()
+            .map_err(|error| split_error(&endpoint, &error))?;
+        Ok(bytes)
     }
 
     async fn put_json<B: Serialize>(&self, path: &str, req: &B) -> Result<Vec<ApiCallRc>> {
@@ -397,10 +462,25 @@ impl Client {
 
     /// Lists resources with their volumes (`GET /v1/view/resources`).
     pub async fn view_resources(&self, filter: &ResourceViewFilter) -> Result<Vec<ResourceWithVolumes>> {
+        let mut resources = Vec::new();
+        self.view_resources_each(filter, |resource| resources.push(resource))
+            .await?;
+        Ok(resources)
+    }
+
+    /// Streams the resource view (`GET /v1/view/resources`): decodes each
+    /// resource as `T` as it arrives (a type with only the fields the caller
+    /// reads decodes fastest; unknown fields are skipped) and calls `each`
+    /// with it, so the answer is never held whole. Returns its size in bytes.
+    pub async fn view_resources_each<T: DeserializeOwned>(
+        &self,
+        filter: &ResourceViewFilter,
+        each: impl FnMut(T),
+    ) -> Result<u64> {
         let mut q: Vec<(&str, &str)> = Vec::new();
         q.extend(filter.nodes.iter().map(|n| ("nodes", n.as_str())));
         q.extend(filter.resources.iter().map(|r| ("resources", r.as_str())));
-        self.get_json("/v1/view/resources", &q).await
+        self.get_each("/v1/view/resources", &q, each).await
     }
 
     /// Lists the resources of one resource definition
@@ -418,6 +498,20 @@ impl Client {
         &self,
         filter: &ResourceDefinitionFilter,
     ) -> Result<Vec<ResourceDefinition>> {
+        let mut definitions = Vec::new();
+        self.list_resource_definitions_each(filter, |definition| definitions.push(definition))
+            .await?;
+        Ok(definitions)
+    }
+
+    /// Streams the resource definitions (`GET /v1/resource-definitions`) as
+    /// [`Self::view_resources_each`] streams resources. Returns the answer's
+    /// size in bytes.
+    pub async fn list_resource_definitions_each<T: DeserializeOwned>(
+        &self,
+        filter: &ResourceDefinitionFilter,
+        each: impl FnMut(T),
+    ) -> Result<u64> {
         let mut q: Vec<(&str, &str)> = Vec::new();
         q.extend(
             filter
@@ -429,7 +523,7 @@ impl Client {
         if filter.with_volume_definitions {
             q.push(("with_volume_definitions", "true"));
         }
-        self.get_json("/v1/resource-definitions", &q).await
+        self.get_each("/v1/resource-definitions", &q, each).await
     }
 
     /// Sets and deletes resource-definition properties (`PUT /v1/resource-definitions/{resource}`).
@@ -538,6 +632,14 @@ impl Client {
                 }
             },
         ))
+    }
+}
+
+fn split_error(endpoint: &str, error: &SplitError) -> Error {
+    Error::Decode {
+        endpoint: endpoint.to_owned(),
+        path: ".".to_owned(),
+        message: error.to_string(),
     }
 }
 

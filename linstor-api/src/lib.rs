@@ -17,6 +17,7 @@ mod compact;
 pub mod config;
 pub mod error;
 pub mod events;
+pub mod json_array;
 pub mod models;
 #[cfg(feature = "simulator")]
 pub mod sim;

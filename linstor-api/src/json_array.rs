@@ -1,0 +1,285 @@
+//! Splitting a JSON array that arrives in chunks into its elements, so that
+//! a large list answer (the resource view of a big cluster is hundreds of
+//! megabytes) is decoded element by element as it streams in and never held
+//! whole.
+//!
+//! The splitter only finds where each element ends (tracking nesting,
+//! strings and escapes); `serde_json` decodes and validates each element.
+
+use std::fmt;
+
+/// Where the splitter is in the array.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Position {
+    /// Before the opening `[`.
+    Start,
+    /// After `[` or `,`: an element (or, right after `[`, `]`) comes next.
+    BeforeElement { first: bool },
+    /// Inside an element.
+    InElement,
+    /// After an element: `,` or `]` comes next.
+    AfterElement,
+    /// After the closing `]`.
+    Done,
+}
+
+/// Why the bytes are not a JSON array.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SplitError {
+    /// Offset of the offending byte in the whole answer.
+    pub offset: usize,
+    /// What was wrong.
+    pub message: &'static str,
+}
+
+impl fmt::Display for SplitError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} at byte {}", self.message, self.offset)
+    }
+}
+
+/// Splits a JSON array fed in chunks into the bytes of its elements.
+#[derive(Debug)]
+pub struct ArraySplitter {
+    position: Position,
+    /// Bytes of the element being read.
+    element: Vec<u8>,
+    /// Nesting depth of objects and arrays inside the element.
+    depth: usize,
+    in_string: bool,
+    escaped: bool,
+    /// Bytes seen so far.
+    offset: usize,
+}
+
+impl Default for ArraySplitter {
+    fn default() -> Self {
+        Self {
+            position: Position::Start,
+            element: Vec::new(),
+            depth: 0,
+            in_string: false,
+            escaped: false,
+            offset: 0,
+        }
+    }
+}
+
+impl ArraySplitter {
+    /// A splitter before the first byte.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Feeds the next chunk, calling `element` with the bytes of every
+    /// element it completes; stops at the first error `element` returns.
+    pub fn feed<E>(
+        &mut self,
+        chunk: &[u8],
+        mut element: impl FnMut(&[u8]) -> Result<(), E>,
+    ) -> Result<(), FeedError<E>> {
+        for &byte in chunk {
+            let offset = self.offset;
+            self.offset += 1;
+            let bad = |message| Err(FeedError::Split(SplitError { offset, message }));
+            match self.position {
+                Position::Start => match byte {
+                    b'[' => self.position = Position::BeforeElement { first: true },
+                    _ if byte.is_ascii_whitespace() => {}
+                    _ => return bad("expected a JSON array"),
+                },
+                Position::BeforeElement { first } => match byte {
+                    _ if byte.is_ascii_whitespace() => {}
+                    b']' if first => self.position = Position::Done,
+                    b']' | b',' => return bad("expected an array element"),
+                    _ => {
+                        self.position = Position::InElement;
+                        if self.take(byte) {
+                            self.complete(&mut element)?;
+                        }
+                    }
+                },
+                Position::InElement => {
+                    // A scalar element ends at the separator after it.
+                    if self.depth == 0 && !self.in_string && matches!(byte, b',' | b']') {
+                        self.complete(&mut element)?;
+                        self.position = if byte == b',' {
+                            Position::BeforeElement { first: false }
+                        } else {
+                            Position::Done
+                        };
+                    } else if self.take(byte) {
+                        self.complete(&mut element)?;
+                    }
+                }
+                Position::AfterElement => match byte {
+                    b',' => self.position = Position::BeforeElement { first: false },
+                    b']' => self.position = Position::Done,
+                    _ if byte.is_ascii_whitespace() => {}
+                    _ => return bad("expected ',' or ']' after an array element"),
+                },
+                Position::Done => {
+                    if !byte.is_ascii_whitespace() {
+                        return bad("trailing characters after the array");
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks that the array was complete once the last chunk was fed.
+    pub fn finish(&self) -> Result<(), SplitError> {
+        if self.position == Position::Done {
+            Ok(())
+        } else {
+            Err(SplitError {
+                offset: self.offset,
+                message: "the answer ended inside the array",
+            })
+        }
+    }
+
+    /// Adds `byte` to the element; true when it closes the element (an
+    /// object, array or string at depth 0).
+    fn take(&mut self, byte: u8) -> bool {
+        self.element.push(byte);
+        if self.in_string {
+            if self.escaped {
+                self.escaped = false;
+            } else if byte == b'\\' {
+                self.escaped = true;
+            } else if byte == b'"' {
+                self.in_string = false;
+                return self.depth == 0;
+            }
+            return false;
+        }
+        match byte {
+            b'"' => self.in_string = true,
+            b'{' | b'[' => self.depth += 1,
+            b'}' | b']' => {
+                self.depth = self.depth.saturating_sub(1);
+                return self.depth == 0;
+            }
+            _ => {}
+        }
+        false
+    }
+
+    fn complete<E>(&mut self, element: &mut impl FnMut(&[u8]) -> Result<(), E>) -> Result<(), FeedError<E>> {
+        self.position = Position::AfterElement;
+        let result = element(&self.element).map_err(FeedError::Element);
+        self.element.clear();
+        self.depth = 0;
+        result
+    }
+}
+
+/// Why feeding stopped.
+#[derive(Debug, PartialEq, Eq)]
+pub enum FeedError<E> {
+    /// The bytes are not a JSON array.
+    Split(SplitError),
+    /// The element callback failed.
+    Element(E),
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn split(chunks: &[&[u8]]) -> Result<Vec<serde_json::Value>, String> {
+        let mut splitter = ArraySplitter::new();
+        let mut out = Vec::new();
+        for chunk in chunks {
+            splitter
+                .feed(chunk, |bytes| {
+                    serde_json::from_slice(bytes)
+                        .map(|value| out.push(value))
+                        .map_err(|e| e.to_string())
+                })
+                .map_err(|e| format!("{e:?}"))?;
+        }
+        splitter.finish().map_err(|e| e.to_string())?;
+        Ok(out)
+    }
+
+    #[test]
+    fn elements_of_every_kind_are_found() {
+        let json = br#" [ {"a": "x]}\"", "b": [1, {"c": []}]}, [], "s,]", 12, -3.5e2, true, null ] "#;
+        let whole: Vec<serde_json::Value> = serde_json::from_slice(json).unwrap();
+        assert_eq!(split(&[json]).unwrap(), whole);
+        assert_eq!(split(&[b"[]"]).unwrap(), Vec::<serde_json::Value>::new());
+    }
+
+    #[test]
+    fn what_is_not_an_array_is_an_error_naming_the_offset() {
+        assert!(split(&[b"{}"]).unwrap_err().contains("expected a JSON array"));
+        assert!(split(&[b"[1,]"]).unwrap_err().contains("offset: 3"));
+        assert!(
+            split(&[b"[,1]"])
+                .unwrap_err()
+                .contains("expected an array element")
+        );
+        assert!(split(&[b"[{} {}]"]).unwrap_err().contains("expected ','"));
+        assert!(split(&[b"[{}] x"]).unwrap_err().contains("trailing"));
+        assert!(split(&[b"[{}"]).unwrap_err().contains("ended inside the array"));
+        assert!(split(&[b""]).unwrap_err().contains("ended inside the array"));
+        assert!(split(&[b"[{]"]).is_err(), "a bad element is serde's to reject");
+    }
+
+    #[test]
+    fn the_element_callback_error_stops_feeding() {
+        let mut splitter = ArraySplitter::new();
+        let mut seen = 0;
+        let result = splitter.feed(b"[1,2,3]", |_| {
+            seen += 1;
+            if seen == 2 { Err("stop") } else { Ok(()) }
+        });
+        assert_eq!(result, Err(FeedError::Element("stop")));
+        assert_eq!(seen, 2);
+    }
+
+    fn value() -> impl Strategy<Value = serde_json::Value> {
+        let leaf = prop_oneof![
+            Just(serde_json::Value::Null),
+            any::<bool>().prop_map(serde_json::Value::Bool),
+            any::<i64>().prop_map(|n| serde_json::json!(n)),
+            ".{0,8}".prop_map(serde_json::Value::String),
+        ];
+        leaf.prop_recursive(3, 24, 4, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(serde_json::Value::Array),
+                prop::collection::btree_map(".{0,4}", inner, 0..4)
+                    .prop_map(|map| serde_json::Value::Object(map.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest! {
+        /// However the answer is cut into chunks, the elements are those of
+        /// the whole array.
+        #[test]
+        fn any_chunking_gives_the_whole_arrays_elements(
+            elements in prop::collection::vec(value(), 0..6),
+            pretty in any::<bool>(),
+            cuts in prop::collection::vec(any::<prop::sample::Index>(), 0..6),
+        ) {
+            let array = serde_json::Value::Array(elements.clone());
+            let json = if pretty {
+                serde_json::to_vec_pretty(&array).unwrap()
+            } else {
+                serde_json::to_vec(&array).unwrap()
+            };
+            let mut points: Vec<usize> = cuts.iter().map(|cut| cut.index(json.len() + 1)).collect();
+            points.push(0);
+            points.push(json.len());
+            points.sort_unstable();
+            let chunks: Vec<&[u8]> = points.windows(2).map(|w| &json[w[0]..w[1]]).collect();
+            prop_assert_eq!(split(&chunks).unwrap(), elements);
+        }
+    }
+}
