@@ -11,8 +11,7 @@
 use affinity_core::k8s_openapi::api::coordination::v1::Lease;
 use affinity_core::k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::api::Api;
-
-use crate::live::error_chain;
+use linstor_api::error::chain;
 
 /// Default of `--lease-lock-name` when `$LEASE_LOCK_NAME` is not set either, the controller's.
 pub const DEFAULT_LEASE_NAME: &str = "linstor-affinity-controller";
@@ -193,7 +192,7 @@ pub async fn read(kube: kube::Client, lock: &LeaseLock) -> Result<Option<Lease>,
         .await
         .map_err(|source| FenceError::Read {
             lock: lock.clone(),
-            reason: error_chain(&source),
+            reason: chain(&source),
         })
 }
 
