@@ -64,7 +64,7 @@ impl Sources {
     pub const PROCESS: Sources = Sources {
         var: |name| std::env::var(name).ok(),
         read_file: |path| std::fs::read_to_string(path).ok(),
-        host_name: || hostname::get().ok().and_then(|name| name.into_string().ok()),
+        host_name,
     };
 
     /// The identity of a Lease holder: `flag`, else `$LEASE_HOLDER_IDENTITY`, else the host name,
@@ -99,6 +99,14 @@ impl Sources {
     fn var(&self, name: &str) -> Option<String> {
         (self.var)(name).and_then(non_empty)
     }
+}
+
+/// This machine's host name; `None` when it is unknown, empty or not UTF-8.
+pub fn host_name() -> Option<String> {
+    hostname::get()
+        .ok()
+        .and_then(|name| name.into_string().ok())
+        .and_then(non_empty)
 }
 
 fn non_empty(text: String) -> Option<String> {

@@ -7,6 +7,7 @@ use affinity_core::{Action, DecisionError, HandleError, Plan, Planner, Replaceme
 use affinity_kube::{ReplaceError, ReplaceProtocol};
 
 use crate::convert::ClusterState;
+use crate::lease::host_name;
 use crate::live::{LiveCluster, LiveError};
 use crate::plan::DecisionOptions;
 use crate::report::{PlanReport, build};
@@ -230,11 +231,7 @@ pub async fn execute(
 
 /// The name this tool reports in events: `linstor-affinity-cli@<hostname>`.
 pub fn instance_name() -> String {
-    let host = hostname::get()
-        .ok()
-        .and_then(|name| name.into_string().ok())
-        .filter(|name| !name.is_empty())
-        .unwrap_or_else(|| "unknown-host".to_owned());
+    let host = host_name().unwrap_or_else(|| "unknown-host".to_owned());
     format!("linstor-affinity-cli@{host}")
 }
 
