@@ -75,7 +75,7 @@ mod test_util;
 pub use affinity::{affinity_matches, desired_node_affinity, term_matches};
 pub use decision::{
     Action, AffinityBasis, DecisionError, DecisionSettings, InvalidHandle, Plan, PlanSummary, ReplaceTrigger,
-    Replacement, RetiredPv, SkipReason, VolumeDecision,
+    Replacement, RetiredPv, SkipReason, VolumeDecision, decision_time,
 };
 pub use handle::{HandleError, VolumeId, linstor_volume_of};
 pub use model::{
