@@ -16,7 +16,7 @@ use affinity_core::k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolu
 use affinity_core::k8s_openapi::api::storage::v1::StorageClass;
 use affinity_core::{
     Action, DecisionSettings, LinstorSnapshot, Planner, ReplaceTrigger, ResourceDefinitionSource, VolumeId,
-    claim_of, decode_saved_pv, guess_property_namespace, may_recreate, may_recreate_unread, saved_pv_json,
+    claim_of, decode_saved_pv, may_recreate, may_recreate_unread, saved_pv_json,
 };
 use futures::StreamExt;
 use kube::api::Api;
@@ -167,7 +167,7 @@ impl Controller {
         Self {
             events: EventReporter::new(parts.kube.clone(), &settings.instance)
                 .with_apis(settings.paths.events),
-            property_namespace: Mutex::new(settings.property_namespace.clone()),
+            property_namespace: Mutex::default(),
             settings,
             parts,
             pvs: Arc::new(PvCache::new()),
@@ -416,9 +416,10 @@ impl Controller {
         let mut namespace = lock(&self.property_namespace);
         namespace
             .get_or_insert_with(|| {
-                let guessed = guess_property_namespace(snapshot.nodes().map(|(_, properties)| properties));
-                info!(namespace = %guessed, "property namespace guessed from the LINSTOR nodes");
-                guessed.to_owned()
+                linstor_state::property_namespace(
+                    self.settings.property_namespace.as_deref(),
+                    snapshot.nodes().map(|(_, properties)| properties),
+                )
             })
             .clone()
     }
