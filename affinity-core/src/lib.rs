@@ -96,7 +96,8 @@ pub use safety::{
 };
 pub use source::{LinstorSnapshot, NodeSource, ResourceDefinitionSource, ResourceSource, StorageClassSource};
 pub use storage_class::{
-    DEFAULT_LAYER_LIST, LAYER_KINDS, StorageClassError, parse_layer_list, policy_from_parameters,
+    DEFAULT_LAYER_LIST, LAYER_KINDS, StorageClassError, class_parameters, parse_layer_list,
+    policy_from_parameters,
 };
 pub use topology::{Accessibility, Segments, diskful_nodes, node_segments};
 

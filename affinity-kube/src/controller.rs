@@ -16,7 +16,7 @@ use affinity_core::k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolu
 use affinity_core::k8s_openapi::api::storage::v1::StorageClass;
 use affinity_core::{
     Action, DecisionSettings, LinstorSnapshot, Planner, ReplaceTrigger, ResourceDefinitionSource, VolumeId,
-    claim_of, decode_saved_pv, may_recreate, may_recreate_unread, saved_pv_json,
+    claim_of, class_parameters, decode_saved_pv, may_recreate, may_recreate_unread, saved_pv_json,
 };
 use futures::StreamExt;
 use kube::api::Api;
@@ -25,7 +25,7 @@ use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
-use crate::class_cache::{self, ClassParameters, StorageClassCache};
+use crate::class_cache::{ClassParameters, StorageClassCache};
 use crate::events::{CLAIM_GONE_REASON, EventReporter};
 use crate::http::Readiness;
 use crate::leader::Leadership;
@@ -405,7 +405,7 @@ impl Controller {
                     source: Box::new(source),
                 }
             })?;
-            if let Some((name, parameters)) = class.and_then(class_cache::entry) {
+            if let Some((name, parameters)) = class.as_ref().and_then(class_parameters) {
                 classes.insert(name, parameters);
             }
         }
