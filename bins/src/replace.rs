@@ -150,12 +150,12 @@ pub fn propose(
     let core = &state.core;
     // All PVs: another PV standing for the same volume changes the decision (duplicate).
     let pvs: Vec<&PersistentVolume> = state.pvs.iter().collect();
-    let decisions = Planner::new(&core.linstor, &core.storage_classes, &settings)
-        .decide_resource_definition(&volume.resource_definition, &pvs);
+    let decisions =
+        Planner::new(&core.linstor, &core.storage_classes, &settings).decide_volume_of(&volume, &pvs);
     let plan = Plan {
         decisions: decisions
             .into_iter()
-            .filter(|decision| decision.volume == volume && decision.pv_name == name)
+            .filter(|decision| decision.pv_name == name)
             .collect(),
         ..Plan::default()
     };
