@@ -90,9 +90,9 @@ pub use replacement::{
     held_at_retain, replacement_pv,
 };
 pub use safety::{
-    ClaimProblem, IntentVerdict, RestoreStep, claim_of, claim_owns, difference_outside_protocol,
-    intent_verdict, is_earlier_creation, may_recreate, may_recreate_unread, reclaim_policy_of,
-    restore_policy_of, restore_step, restore_step_by_binder,
+    BoundMark, ClaimProblem, IntentVerdict, RestoreStep, bound_mark, claim_of, claim_owns,
+    difference_outside_protocol, intent_verdict, is_earlier_creation, may_recreate, may_recreate_unread,
+    needs_another_nudge, reclaim_policy_of, restore_policy_of, restore_step, restore_step_by_binder,
 };
 pub use source::{LinstorSnapshot, NodeSource, ResourceDefinitionSource, ResourceSource, StorageClassSource};
 pub use storage_class::{

@@ -214,6 +214,7 @@ impl Controller {
             () = self.reconcile_loop(&shutdown) => {}
         }
         watches.cancel();
+        self.protocol.stop_rechecks().await;
     }
 
     async fn reconcile_loop(&self, shutdown: &CancellationToken) {
