@@ -86,8 +86,8 @@ pub use planner::{LinstorSource, Planner};
 pub use policy::{PolicyParseError, RemoteAccessPolicy, RemoteAccessRule, prune};
 pub use policy_source::{PolicyError, PolicyOrigin, resolve_policy};
 pub use replacement::{
-    SavedIntent, SavedStateError, decode_intent, decode_saved_pv, encode_intent, encode_saved_pv,
-    held_at_retain, replacement_pv,
+    SavedIntent, SavedStateError, SavedStateLocation, decode_intent, decode_saved_pv,
+    decode_saved_pv_on_resource_definition, encode_intent, encode_saved_pv, held_at_retain, replacement_pv,
 };
 pub use safety::{
     BoundMark, ClaimProblem, IntentVerdict, RestoreStep, bound_mark, claim_of, claim_owns,
