@@ -27,20 +27,26 @@ pub struct DecisionSettings {
 
 impl DecisionSettings {
     /// Settings with the current time read from `time` (for example
-    /// `SystemTime::now()`); times before 1970 or beyond jiff's range clamp.
+    /// `SystemTime::now()`), as [`decision_time`] reads it.
     pub fn at(property_namespace: impl Into<String>, grace_period: Duration, time: SystemTime) -> Self {
-        let now = match time.duration_since(SystemTime::UNIX_EPOCH) {
-            Ok(since) => i64::try_from(since.as_millis())
-                .ok()
-                .and_then(|ms| Timestamp::from_millisecond(ms).ok())
-                .unwrap_or(Timestamp::MAX),
-            Err(_) => Timestamp::UNIX_EPOCH,
-        };
         Self {
             property_namespace: property_namespace.into(),
             grace_period,
-            now,
+            now: decision_time(time),
         }
+    }
+}
+
+/// `time` as the time decisions are made at: to the millisecond, with
+/// times before 1970 clamped to 1970 and times beyond jiff's range to its
+/// end.
+pub fn decision_time(time: SystemTime) -> Timestamp {
+    match time.duration_since(SystemTime::UNIX_EPOCH) {
+        Ok(since) => i64::try_from(since.as_millis())
+            .ok()
+            .and_then(|ms| Timestamp::from_millisecond(ms).ok())
+            .unwrap_or(Timestamp::MAX),
+        Err(_) => Timestamp::UNIX_EPOCH,
     }
 }
 
@@ -356,5 +362,20 @@ impl<R> Plan<R> {
             }
         }
         summary
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decision_time_is_to_the_millisecond_and_clamps() {
+        let time = SystemTime::UNIX_EPOCH + Duration::new(1_748_779_200, 123_456_789);
+        assert_eq!(decision_time(time).to_string(), "2025-06-01T12:00:00.123Z");
+        let before_1970 = SystemTime::UNIX_EPOCH - Duration::from_secs(1);
+        assert_eq!(decision_time(before_1970), Timestamp::UNIX_EPOCH);
+        let settings = DecisionSettings::at("Aux", Duration::ZERO, time);
+        assert_eq!(settings.now, decision_time(time));
     }
 }

@@ -76,7 +76,7 @@ mod test_util;
 pub use affinity::{affinity_matches, desired_node_affinity, term_matches};
 pub use decision::{
     Action, AffinityBasis, DecisionError, DecisionSettings, InvalidHandle, Plan, PlanSummary, ReplaceTrigger,
-    Replacement, RetiredPv, SkipReason, VolumeDecision,
+    Replacement, RetiredPv, SkipReason, VolumeDecision, decision_time,
 };
 pub use handle::{HandleError, VolumeId, linstor_volume_of};
 pub use model::{
@@ -88,17 +88,18 @@ pub use policy::{PolicyParseError, RemoteAccessPolicy, RemoteAccessRule, prune};
 pub use policy_source::{PolicyError, PolicyOrigin, resolve_policy};
 pub use pv_view::{PvRecord, PvView, RecordInterner, ReplaceNeeded};
 pub use replacement::{
-    SavedIntent, SavedStateError, decode_intent, decode_saved_pv, encode_intent, encode_saved_pv,
-    held_at_retain, replacement_pv,
+    SavedIntent, SavedStateError, SavedStateLocation, decode_intent, decode_saved_pv,
+    decode_saved_pv_on_resource_definition, encode_intent, encode_saved_pv, held_at_retain, replacement_pv,
 };
 pub use safety::{
-    ClaimProblem, IntentVerdict, RestoreStep, claim_of, claim_owns, difference_outside_protocol,
-    intent_verdict, is_earlier_creation, may_recreate, may_recreate_unread, reclaim_policy_of,
-    restore_policy_of, restore_step, restore_step_by_binder,
+    BoundMark, ClaimProblem, IntentVerdict, RestoreStep, bound_mark, claim_of, claim_owns,
+    difference_outside_protocol, intent_verdict, is_earlier_creation, may_recreate, may_recreate_unread,
+    needs_another_nudge, reclaim_policy_of, restore_policy_of, restore_step, restore_step_by_binder,
 };
 pub use source::{LinstorSnapshot, NodeSource, ResourceDefinitionSource, ResourceSource, StorageClassSource};
 pub use storage_class::{
-    DEFAULT_LAYER_LIST, LAYER_KINDS, StorageClassError, parse_layer_list, policy_from_parameters,
+    DEFAULT_LAYER_LIST, LAYER_KINDS, StorageClassError, class_parameters, parse_layer_list,
+    policy_from_parameters,
 };
 pub use topology::{Accessibility, Segments, diskful_nodes, node_segments};
 

@@ -142,6 +142,16 @@ where
         decisions
     }
 
+    /// Decides for one volume, with `pvs` in view (those of other volumes
+    /// are ignored): first the decision for the PV kept for it (for its
+    /// saved state when no PV stands for it), then one per duplicate PV.
+    /// Empty when there is nothing to decide: no PV, no saved state.
+    pub fn decide_volume_of(&mut self, volume: &VolumeId, pvs: &[&PersistentVolume]) -> Vec<VolumeDecision> {
+        let mut decisions = self.decide_resource_definition(&volume.resource_definition, pvs);
+        decisions.retain(|decision| decision.volume == *volume);
+        decisions
+    }
+
     /// Where the volume of `pv` is accessible from, by the rules [`Self::plan`]
     /// applies (skips aside). `None` when it cannot be computed: `pv` is not a
     /// LINSTOR CSI volume, its policy is invalid, or LINSTOR shows no healthy

@@ -1,5 +1,7 @@
 //! The replacement PV and its saved form, the intent log of a replace.
 
+use std::fmt;
+
 use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeSpec, VolumeNodeAffinity};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
@@ -98,62 +100,81 @@ pub fn held_at_retain(replacement: &PersistentVolume) -> PersistentVolume {
     held
 }
 
+/// Where saved replace state was found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SavedStateLocation {
+    /// The volume definition of this volume, where saved state is kept.
+    Volume(VolumeId),
+    /// This resource definition, where older versions kept it.
+    ResourceDefinition(String),
+}
+
+impl fmt::Display for SavedStateLocation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Volume(volume) => write!(f, "volume {volume}"),
+            Self::ResourceDefinition(name) => write!(f, "resource definition {name}"),
+        }
+    }
+}
+
 /// Why saved replace state cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum SavedStateError {
     /// The property is not a PersistentVolume JSON document.
-    #[error("saved PV of volume {volume} is not a PersistentVolume JSON document ({text:?}): {source}")]
+    #[error("saved PV of {saved_on} is not a PersistentVolume JSON document ({text:?}): {source}")]
     InvalidJson {
-        /// The volume whose property holds it.
-        volume: VolumeId,
+        /// Where the property was found.
+        saved_on: SavedStateLocation,
         /// The property's text, abbreviated to [`SHOWN_TEXT_CHARS`] characters.
         text: String,
         /// The decoder's error, with line and column.
         source: serde_json::Error,
     },
     /// The saved PV has no name.
-    #[error("saved PV of volume {volume} has no name")]
+    #[error("saved PV of {saved_on} has no name")]
     MissingName {
-        /// The volume whose property holds it.
-        volume: VolumeId,
+        /// Where the property was found.
+        saved_on: SavedStateLocation,
     },
     /// The saved PV is not a LINSTOR CSI volume.
-    #[error("saved PV {pv} of volume {volume} is not a {CSI_DRIVER} volume")]
+    #[error("saved PV {pv} of {saved_on} is not a {CSI_DRIVER} volume")]
     NotLinstorVolume {
         /// The saved PV's name.
         pv: String,
-        /// The volume whose property holds it.
-        volume: VolumeId,
+        /// Where the property was found.
+        saved_on: SavedStateLocation,
     },
     /// The saved PV's volume handle cannot be parsed.
-    #[error("saved PV {pv} of volume {volume}: {source}")]
+    #[error("saved PV {pv} of {saved_on}: {source}")]
     InvalidHandle {
         /// The saved PV's name.
         pv: String,
-        /// The volume whose property holds it.
-        volume: VolumeId,
+        /// Where the property was found.
+        saved_on: SavedStateLocation,
         /// Why the handle is invalid.
         source: HandleError,
     },
     /// The record of the retired PV is not an object of strings.
     #[error(
-        "saved PV {pv} of volume {volume}: {SAVED_RETIRES_KEY} is not an object of uid and resourceVersion: {source}"
+        "saved PV {pv} of {saved_on}: {SAVED_RETIRES_KEY} is not an object of uid and resourceVersion: {source}"
     )]
     InvalidRetires {
         /// The saved PV's name.
         pv: String,
-        /// The volume whose property holds it.
-        volume: VolumeId,
+        /// Where the property was found.
+        saved_on: SavedStateLocation,
         /// The decoder's error.
         source: serde_json::Error,
     },
-    /// The saved PV describes another volume than the one it is saved on.
-    #[error("saved PV {pv} on volume {volume} names volume {found} in its handle")]
+    /// The saved PV describes another volume than the one it is saved on
+    /// (saved on a resource definition: a volume of another one).
+    #[error("saved PV {pv} on {saved_on} names volume {found} in its handle")]
     VolumeMismatch {
         /// The saved PV's name.
         pv: String,
-        /// The volume whose property holds it.
-        volume: VolumeId,
+        /// Where the property was found.
+        saved_on: SavedStateLocation,
         /// The volume its handle names.
         found: VolumeId,
     },
@@ -176,6 +197,20 @@ pub fn decode_saved_pv(json: &str, volume: &VolumeId) -> Result<PersistentVolume
     decode_intent(json, volume).map(|intent| intent.pv)
 }
 
+/// Decodes a saved PV found on resource definition `resource_definition`,
+/// where older versions kept it, and returns it with the volume it is for:
+/// the one its handle names, which must be a volume of that resource
+/// definition (names compared without case, as LINSTOR compares them; the
+/// volume is named as the resource definition spells it). Otherwise checked
+/// as [`decode_saved_pv`] checks saved state found on a volume.
+pub fn decode_saved_pv_on_resource_definition(
+    json: &str,
+    resource_definition: &str,
+) -> Result<(VolumeId, PersistentVolume), SavedStateError> {
+    let (intent, found) = decode_found_on(json, SavedOn::ResourceDefinition(resource_definition))?;
+    Ok((VolumeId::new(resource_definition, found.volume_number), intent.pv))
+}
+
 /// What [`SAVED_RETIRES_KEY`] holds.
 #[derive(serde::Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -188,8 +223,39 @@ struct RetiresRecord {
 /// the reference controller) and checks that its PV is a named LINSTOR CSI
 /// PV of that very volume.
 pub fn decode_intent(json: &str, volume: &VolumeId) -> Result<SavedIntent, SavedStateError> {
+    decode_found_on(json, SavedOn::Volume(volume)).map(|(intent, _)| intent)
+}
+
+/// Where saved state being decoded was found.
+#[derive(Clone, Copy)]
+enum SavedOn<'a> {
+    Volume(&'a VolumeId),
+    ResourceDefinition(&'a str),
+}
+
+impl SavedOn<'_> {
+    fn location(self) -> SavedStateLocation {
+        match self {
+            Self::Volume(volume) => SavedStateLocation::Volume(volume.clone()),
+            Self::ResourceDefinition(name) => SavedStateLocation::ResourceDefinition(name.to_owned()),
+        }
+    }
+
+    /// Whether saved state found here may describe volume `found`.
+    fn may_describe(self, found: &VolumeId) -> bool {
+        match self {
+            Self::Volume(volume) => found == volume,
+            Self::ResourceDefinition(name) => found.resource_definition.eq_ignore_ascii_case(name),
+        }
+    }
+}
+
+/// Decodes a saved intent found on `saved_on` and checks that its PV is a
+/// named LINSTOR CSI PV of a volume saved state found there may describe;
+/// returns it with the volume its handle names.
+fn decode_found_on(json: &str, saved_on: SavedOn<'_>) -> Result<(SavedIntent, VolumeId), SavedStateError> {
     let invalid = |source| SavedStateError::InvalidJson {
-        volume: volume.clone(),
+        saved_on: saved_on.location(),
         text: abbreviated(json),
         source,
     };
@@ -202,7 +268,7 @@ pub fn decode_intent(json: &str, volume: &VolumeId) -> Result<SavedIntent, Saved
         Some(name) if !name.is_empty() => name.to_owned(),
         _ => {
             return Err(SavedStateError::MissingName {
-                volume: volume.clone(),
+                saved_on: saved_on.location(),
             });
         }
     };
@@ -214,7 +280,7 @@ pub fn decode_intent(json: &str, volume: &VolumeId) -> Result<SavedIntent, Saved
     let Some(csi) = csi else {
         return Err(SavedStateError::NotLinstorVolume {
             pv: name,
-            volume: volume.clone(),
+            saved_on: saved_on.location(),
         });
     };
     let found: VolumeId = csi
@@ -222,13 +288,13 @@ pub fn decode_intent(json: &str, volume: &VolumeId) -> Result<SavedIntent, Saved
         .parse()
         .map_err(|source| SavedStateError::InvalidHandle {
             pv: name.clone(),
-            volume: volume.clone(),
+            saved_on: saved_on.location(),
             source,
         })?;
-    if &found != volume {
+    if !saved_on.may_describe(&found) {
         return Err(SavedStateError::VolumeMismatch {
             pv: name,
-            volume: volume.clone(),
+            saved_on: saved_on.location(),
             found,
         });
     }
@@ -238,7 +304,7 @@ pub fn decode_intent(json: &str, volume: &VolumeId) -> Result<SavedIntent, Saved
             let record: RetiresRecord =
                 serde_json::from_value(record).map_err(|source| SavedStateError::InvalidRetires {
                     pv: name.clone(),
-                    volume: volume.clone(),
+                    saved_on: saved_on.location(),
                     source,
                 })?;
             Some(RetiredPv {
@@ -248,7 +314,7 @@ pub fn decode_intent(json: &str, volume: &VolumeId) -> Result<SavedIntent, Saved
             })
         }
     };
-    Ok(SavedIntent { pv, retires })
+    Ok((SavedIntent { pv, retires }, found))
 }
 
 #[cfg(test)]
@@ -399,5 +465,36 @@ mod tests {
         let shown = format!("\"{{{}...\"", "é".repeat(SHOWN_TEXT_CHARS - 1));
         assert!(err.contains(&shown), "{err}");
         assert!(!err.contains(&"é".repeat(SHOWN_TEXT_CHARS)), "{err}");
+    }
+
+    #[test]
+    fn a_saved_pv_on_a_resource_definition_is_for_the_volume_its_handle_names() {
+        let good = encode_saved_pv(&replacement_pv(&live_pv(), None)).unwrap();
+        let (volume, pv) = decode_saved_pv_on_resource_definition(&good, "PVC-1").unwrap();
+        assert_eq!(volume, VolumeId::new("PVC-1", 2));
+        assert_eq!(pv, replacement_pv(&live_pv(), None));
+
+        let other_rd = good.replace("pvc-1/2", "pvc-7/2");
+        let err = decode_saved_pv_on_resource_definition(&other_rd, "pvc-1").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "saved PV pv-1 on resource definition pvc-1 names volume pvc-7/2 in its handle"
+        );
+        let err = decode_saved_pv_on_resource_definition("{", "pvc-1").unwrap_err();
+        assert!(
+            matches!(&err, SavedStateError::InvalidJson { saved_on: SavedStateLocation::ResourceDefinition(name), .. } if name == "pvc-1"),
+            "{err:?}"
+        );
+        assert!(
+            err.to_string()
+                .starts_with("saved PV of resource definition pvc-1 is not a PersistentVolume JSON document"),
+            "{err}"
+        );
+        let nameless = good.replace("\"name\":\"pv-1\",", "");
+        let err = decode_saved_pv_on_resource_definition(&nameless, "pvc-1").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "saved PV of resource definition pvc-1 has no name"
+        );
     }
 }

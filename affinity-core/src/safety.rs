@@ -353,6 +353,37 @@ pub fn restore_step_by_binder(pv: &PersistentVolume) -> RestoreStep {
     }
 }
 
+/// Whether to mark a PV `Bound`, given the claim it names as just read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BoundMark {
+    /// The claim does not own the PV: its phase is the PV binder's to set.
+    NotOwned,
+    /// The PV is `Bound` already: nothing to write.
+    AlreadyBound,
+    /// The claim owns the PV, which is not `Bound` yet: mark it (exactly
+    /// the PV binder's own condition holds).
+    Mark,
+}
+
+/// Decides whether to mark `pv` `Bound`, with `claim` the claim it names as
+/// just read.
+pub fn bound_mark(pv: &PersistentVolume, claim: &PersistentVolumeClaim) -> BoundMark {
+    if claim_owns(pv, Some(claim)).is_err() {
+        BoundMark::NotOwned
+    } else if phase(pv) == Some(PHASE_BOUND) {
+        BoundMark::AlreadyBound
+    } else {
+        BoundMark::Mark
+    }
+}
+
+/// Whether `claim`, as read some time after it was nudged so that the PV
+/// binder binds it to its re-created PV, needs another nudge: it is not
+/// `Bound` yet (the binder may have seen the nudge before the new PV).
+pub fn needs_another_nudge(claim: &PersistentVolumeClaim) -> bool {
+    claim.status.as_ref().and_then(|status| status.phase.as_deref()) != Some(PHASE_BOUND)
+}
+
 /// The PV's phase, such as `Bound`.
 pub(crate) fn phase(pv: &PersistentVolume) -> Option<&str> {
     pv.status.as_ref()?.phase.as_deref()
@@ -458,8 +489,8 @@ fn shown_str(value: Option<&str>) -> &str {
 #[cfg(test)]
 mod tests {
     use k8s_openapi::api::core::v1::{
-        CSIPersistentVolumeSource, ObjectReference, PersistentVolumeClaimSpec, PersistentVolumeStatus,
-        SecretReference,
+        CSIPersistentVolumeSource, ObjectReference, PersistentVolumeClaimSpec, PersistentVolumeClaimStatus,
+        PersistentVolumeStatus, SecretReference,
     };
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
     use k8s_openapi::jiff::Timestamp;
@@ -731,6 +762,41 @@ mod tests {
             restore_step(&held, Some(&stranger)),
             RestoreStep::Hold(ClaimProblem::Recreated { .. })
         ));
+    }
+
+    #[test]
+    fn a_pv_is_marked_bound_only_for_its_owning_claim_and_once() {
+        let owner = claim("uid-claim", Some("pv-1"));
+        let mut unbound = live();
+        unbound.status = None;
+        assert_eq!(bound_mark(&unbound, &owner), BoundMark::Mark);
+        unbound.status = Some(PersistentVolumeStatus {
+            phase: Some("Available".to_owned()),
+            ..PersistentVolumeStatus::default()
+        });
+        assert_eq!(bound_mark(&unbound, &owner), BoundMark::Mark);
+        assert_eq!(bound_mark(&live(), &owner), BoundMark::AlreadyBound);
+        assert_eq!(
+            bound_mark(&unbound, &claim("uid-other", Some("pv-1"))),
+            BoundMark::NotOwned
+        );
+        assert_eq!(
+            bound_mark(&unbound, &claim("uid-claim", Some("pv-2"))),
+            BoundMark::NotOwned
+        );
+    }
+
+    #[test]
+    fn a_nudged_claim_is_nudged_again_until_it_is_bound() {
+        let mut nudged = claim("uid-claim", Some("pv-1"));
+        assert!(needs_another_nudge(&nudged));
+        for (phase, again) in [("Pending", true), ("Lost", true), ("Bound", false)] {
+            nudged.status = Some(PersistentVolumeClaimStatus {
+                phase: Some(phase.to_owned()),
+                ..PersistentVolumeClaimStatus::default()
+            });
+            assert_eq!(needs_another_nudge(&nudged), again, "{phase}");
+        }
     }
 
     #[test]

@@ -1,6 +1,8 @@
 //! LINSTOR CSI StorageClass parameters, as far as the remote access policy
 //! depends on them.
 
+use k8s_openapi::api::storage::v1::StorageClass;
+
 use crate::model::Properties;
 use crate::names::{
     ALLOW_REMOTE_VOLUME_ACCESS_PARAMETER, LAYER_LIST_PARAMETER, STORAGE_CLASS_PARAMETER_PREFIX,
@@ -139,8 +141,18 @@ pub fn parse_layer_list(value: &str) -> Result<Vec<&'static str>, String> {
     Ok(layers)
 }
 
+/// A StorageClass as the engine reads it: its name and its parameters
+/// (keyed by class name in a [`crate::StorageClassSource`]). `None` for a
+/// class without a name, which no PV can name.
+pub fn class_parameters(class: &StorageClass) -> Option<(String, Properties)> {
+    let name = class.metadata.name.as_deref().filter(|name| !name.is_empty())?;
+    Some((name.to_owned(), class.parameters.clone().unwrap_or_default()))
+}
+
 #[cfg(test)]
 mod tests {
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+
     use super::*;
     use crate::policy::RemoteAccessRule;
     use crate::test_util::pairs as params;
@@ -248,5 +260,29 @@ mod tests {
             ("linstor.csi.linbit.com/allowRemoteVolumeAccess", "false"),
         ]);
         assert_eq!(policy_from_parameters(&p), Ok(RemoteAccessPolicy::local_only()));
+    }
+
+    #[test]
+    fn a_class_gives_its_name_and_parameters() {
+        let class = |name: Option<&str>, parameters: Option<Properties>| StorageClass {
+            metadata: ObjectMeta {
+                name: name.map(str::to_owned),
+                ..ObjectMeta::default()
+            },
+            provisioner: "linstor.csi.linbit.com".to_owned(),
+            parameters,
+            ..StorageClass::default()
+        };
+        let parameters = params(&[("allowRemoteVolumeAccess", "false")]);
+        assert_eq!(
+            class_parameters(&class(Some("local"), Some(parameters.clone()))),
+            Some(("local".to_owned(), parameters))
+        );
+        assert_eq!(
+            class_parameters(&class(Some("plain"), None)),
+            Some(("plain".to_owned(), Properties::new()))
+        );
+        assert_eq!(class_parameters(&class(None, None)), None);
+        assert_eq!(class_parameters(&class(Some(""), None)), None);
     }
 }

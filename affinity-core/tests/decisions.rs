@@ -735,6 +735,46 @@ fn decisions_are_sorted_and_per_definition_decisions_filter_their_pvs() {
 }
 
 #[test]
+fn deciding_for_one_volume_sees_only_it_kept_pv_first() {
+    let mut c = Cluster::new();
+    c.rd_with("pvc-m", &[], &[(0, None), (1, None)]);
+    c.linstor
+        .push_replica(Replica::new("pvc-m", "n1", Vec::<String>::new()));
+    let old = created_hours_ago(
+        with_affinity(pv("pv-old", "pvc-m/1", "local"), on_hosts(&["n2"])),
+        5,
+    );
+    let young = created_hours_ago(
+        with_affinity(pv("pv-young", "pvc-m/1", "local"), on_hosts(&["n1"])),
+        2,
+    );
+    let other = with_affinity(pv("pv-0", "pvc-m", "local"), on_hosts(&["n2"]));
+    let elsewhere = with_affinity(pv("pv-x", "pvc-x", "local"), on_hosts(&["n2"]));
+    let pvs = [&young, &other, &elsewhere, &old];
+    let mut planner = Planner::new(&c.linstor, &c.classes, &c.settings);
+
+    let decisions = planner.decide_volume_of(&VolumeId::new("pvc-m", 1), &pvs);
+    let got: Vec<(&str, bool)> = decisions
+        .iter()
+        .map(|d| (d.pv_name.as_str(), matches!(d.outcome, Ok(Action::Replace(_)))))
+        .collect();
+    assert_eq!(got, [("pv-old", true), ("pv-young", false)]);
+    assert!(decisions.iter().all(|d| d.volume == VolumeId::new("pvc-m", 1)));
+
+    // The PV as just read, alone: it is decided again on its own.
+    let fixed = with_affinity(pv("pv-old", "pvc-m/1", "local"), on_hosts(&["n1"]));
+    let again = planner.decide_volume_of(&VolumeId::new("pvc-m", 1), &[&fixed]);
+    assert_eq!(again.len(), 1);
+    assert!(matches!(again[0].outcome, Ok(Action::InSync)), "{again:?}");
+    // No PV and no saved state: nothing to decide.
+    assert!(
+        planner
+            .decide_volume_of(&VolumeId::new("pvc-m", 0), &[])
+            .is_empty()
+    );
+}
+
+#[test]
 fn accessibility_of_a_pv_is_what_its_decision_uses() {
     let mut c = Cluster::new();
     c.rd("pvc-1", &["n2", "n3"]);

@@ -239,7 +239,7 @@ proptest! {
                 uid: Some("uid-pv".into()),
                 annotations: Some(annotations),
                 creation_timestamp: Some(affinity_core::k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(created)),
-                deletion_timestamp: deleting.then(|| affinity_core::k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(now)),
+                deletion_timestamp: deleting.then_some(affinity_core::k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(now)),
                 ..Default::default()
             },
             spec: Some(PersistentVolumeSpec {

@@ -3,8 +3,8 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use affinity_core::Properties;
 use affinity_core::k8s_openapi::api::storage::v1::StorageClass;
+use affinity_core::{Properties, class_parameters};
 
 use crate::pv_cache::lock;
 use crate::watch::WatchSink;
@@ -37,19 +37,15 @@ impl StorageClassCache {
     }
 }
 
-/// A StorageClass as a cache entry: its name and parameters.
-pub(crate) fn entry(class: StorageClass) -> Option<(String, Properties)> {
-    let name = class.metadata.name?;
-    Some((name, class.parameters.unwrap_or_default().into_iter().collect()))
-}
-
 impl WatchSink<StorageClass> for StorageClassCache {
     fn list_started(&self) {
         *lock(&self.pending) = Some(ClassParameters::new());
     }
 
     fn listed(&self, class: StorageClass) {
-        if let (Some(pending), Some((name, parameters))) = (lock(&self.pending).as_mut(), entry(class)) {
+        if let (Some(pending), Some((name, parameters))) =
+            (lock(&self.pending).as_mut(), class_parameters(&class))
+        {
             pending.insert(name, parameters);
         }
     }
@@ -61,7 +57,7 @@ impl WatchSink<StorageClass> for StorageClassCache {
     }
 
     fn applied(&self, class: StorageClass) {
-        if let Some((name, parameters)) = entry(class) {
+        if let Some((name, parameters)) = class_parameters(&class) {
             self.update(|classes| {
                 classes.insert(name, parameters);
             });

@@ -17,7 +17,7 @@ use affinity_core::k8s_openapi::api::storage::v1::StorageClass;
 use affinity_core::{
     Action, DecisionError, DecisionSettings, LinstorSnapshot, Plan, Planner, PolicyOrigin, PvRecord, PvView,
     ReplaceNeeded, ReplaceTrigger, ResourceDefinitionSource, VolumeDecision, VolumeId, claim_of,
-    decode_saved_pv, guess_property_namespace, may_recreate, may_recreate_unread, saved_pv_json,
+    class_parameters, decode_saved_pv, may_recreate, may_recreate_unread, saved_pv_json,
 };
 use futures::StreamExt;
 use kube::api::Api;
@@ -26,7 +26,7 @@ use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
-use crate::class_cache::{self, ClassParameters, StorageClassCache};
+use crate::class_cache::{ClassParameters, StorageClassCache};
 use crate::events::{CLAIM_GONE_REASON, EventReporter};
 use crate::http::Readiness;
 use crate::leader::Leadership;
@@ -166,7 +166,7 @@ impl Controller {
         Self {
             events: EventReporter::new(parts.kube.clone(), &settings.instance)
                 .with_apis(settings.paths.events),
-            property_namespace: Mutex::new(settings.property_namespace.clone()),
+            property_namespace: Mutex::default(),
             settings,
             parts,
             pvs: Arc::new(PvCache::new()),
@@ -206,6 +206,7 @@ impl Controller {
             () = self.reconcile_loop(&shutdown) => {}
         }
         watches.cancel();
+        self.protocol.stop_rechecks().await;
     }
 
     async fn reconcile_loop(&self, shutdown: &CancellationToken) {
@@ -444,7 +445,7 @@ impl Controller {
                     source: Box::new(source),
                 }
             })?;
-            if let Some((name, parameters)) = class.and_then(class_cache::entry) {
+            if let Some((name, parameters)) = class.as_ref().and_then(class_parameters) {
                 classes.insert(name, parameters);
             }
         }
@@ -455,9 +456,10 @@ impl Controller {
         let mut namespace = lock(&self.property_namespace);
         namespace
             .get_or_insert_with(|| {
-                let guessed = guess_property_namespace(snapshot.nodes().map(|(_, properties)| properties));
-                info!(namespace = %guessed, "property namespace guessed from the LINSTOR nodes");
-                guessed.to_owned()
+                linstor_state::property_namespace(
+                    self.settings.property_namespace.as_deref(),
+                    snapshot.nodes().map(|(_, properties)| properties),
+                )
             })
             .clone()
     }

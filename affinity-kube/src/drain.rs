@@ -19,6 +19,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use affinity_core::Properties;
 use affinity_core::drain::{
     DrainChange, DrainRecord, DrainSettings, DrainState, DrainWrite, LinstorNodeView, NodeDrainStep,
     plan_drains, requested_drain,
@@ -26,7 +27,6 @@ use affinity_core::drain::{
 use affinity_core::k8s_openapi::api::core::v1::Node;
 use affinity_core::k8s_openapi::jiff::Timestamp;
 use affinity_core::names::{DRAIN_RECORD_PROPERTY, KUBERNETES_HOSTNAME_LABEL};
-use affinity_core::{Properties, guess_property_namespace};
 use kube::api::Api;
 use linstor_api::error::Reports;
 use linstor_api::models::{ApiCallRc, NodeEvacuate, NodeModify, NodeRestore};
@@ -38,6 +38,7 @@ use tracing::{debug, info, warn};
 
 use crate::events::EventReporter;
 use crate::leader::Leadership;
+use crate::linstor_state;
 use crate::metrics::Metrics;
 use crate::node_cache::NodeCache;
 use crate::pv_cache::lock;
@@ -511,10 +512,8 @@ pub async fn read_linstor_nodes(
             what: "nodes",
             source,
         })?;
-    let namespace = match property_namespace {
-        Some(namespace) => namespace.to_owned(),
-        None => guess_property_namespace(nodes.iter().map(|node| &node.props)).to_owned(),
-    };
+    let namespace =
+        linstor_state::property_namespace(property_namespace, nodes.iter().map(|node| &node.props));
     let hostname_property = format!("{namespace}/{KUBERNETES_HOSTNAME_LABEL}");
     let mut views: Vec<LinstorNodeView> = nodes
         .into_iter()

@@ -10,8 +10,6 @@
 //! logged, the other API tried, and it never fails the replace. Nodes are
 //! cluster-scoped too: their events go the same way as PV events.
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use affinity_core::k8s_openapi::api::core::v1::{
     Event as CoreEvent, EventSource, ObjectReference, PersistentVolume,
 };
@@ -146,7 +144,7 @@ impl EventReporter {
             Some(_) => [EventApi::EventsV1, EventApi::Core],
         };
         let namespace = namespace.unwrap_or(CLUSTER_EVENT_NAMESPACE);
-        let now = now();
+        let now = Timestamp::now();
         for api in order.into_iter().filter(|api| self.allows(*api)) {
             let posted = match api {
                 EventApi::Core => self.post_core(namespace, regarding, text, now).await,
@@ -260,13 +258,4 @@ fn event_name(regarding: &ObjectReference, now: Timestamp) -> String {
         regarding.name.as_deref().unwrap_or("object"),
         now.as_nanosecond()
     )
-}
-
-fn now() -> Timestamp {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .ok()
-        .and_then(|since| i64::try_from(since.as_micros()).ok())
-        .and_then(|micros| Timestamp::from_microsecond(micros).ok())
-        .unwrap_or(Timestamp::UNIX_EPOCH)
 }

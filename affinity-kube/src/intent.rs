@@ -36,13 +36,13 @@ pub trait IntentLog {
 
 impl IntentLog for Client {
     async fn save(&self, volume: &VolumeId, saved_pv_json: &str) -> Result<(), IntentLogError> {
-        let modify = VolumeDefinitionModify {
-            override_props: [(SAVED_PV_PROPERTY.to_owned(), saved_pv_json.to_owned())]
-                .into_iter()
-                .collect(),
-            ..VolumeDefinitionModify::default()
-        };
-        modify_volume_definition(self, volume, &modify, "saving").await
+        write_saved_pv(self, volume, saved_pv_json)
+            .await
+            .map_err(|source| IntentLogError {
+                volume: volume.clone(),
+                action: "saving",
+                source,
+            })
     }
 
     async fn clear(&self, volume: &VolumeId) -> Result<(), IntentLogError> {
@@ -50,39 +50,55 @@ impl IntentLog for Client {
             delete_props: vec![SAVED_PV_PROPERTY.to_owned()],
             ..VolumeDefinitionModify::default()
         };
-        modify_volume_definition(self, volume, &modify, "clearing").await
+        modify_volume_definition(self, volume, &modify)
+            .await
+            .map_err(|source| IntentLogError {
+                volume: volume.clone(),
+                action: "clearing",
+                source,
+            })
     }
 }
 
+/// Writes `saved_pv_json` as the saved PV of `volume` on its LINSTOR volume
+/// definition, replacing any earlier one. Error replies inside a successful
+/// answer fail it ([`linstor_api::Error::Refused`]): the property was not
+/// written, and whoever relies on it being saved must not go on.
+pub async fn write_saved_pv(
+    client: &Client,
+    volume: &VolumeId,
+    saved_pv_json: &str,
+) -> Result<(), linstor_api::Error> {
+    let modify = VolumeDefinitionModify {
+        override_props: [(SAVED_PV_PROPERTY.to_owned(), saved_pv_json.to_owned())]
+            .into_iter()
+            .collect(),
+        ..VolumeDefinitionModify::default()
+    };
+    modify_volume_definition(client, volume, &modify).await
+}
+
+/// Applies `modify` to the volume definition of `volume`; error replies
+/// inside a successful answer are [`linstor_api::Error::Refused`].
 async fn modify_volume_definition(
     client: &Client,
     volume: &VolumeId,
     modify: &VolumeDefinitionModify,
-    action: &'static str,
-) -> Result<(), IntentLogError> {
+) -> Result<(), linstor_api::Error> {
     let replies = client
         .modify_volume_definition(
             &volume.resource_definition,
             i32::from(volume.volume_number),
             modify,
         )
-        .await;
-    // Error replies inside a success answer mean the property was not
-    // written: the intent is not saved, and the protocol must not go on.
-    let refused = |reports| linstor_api::Error::Refused {
+        .await?;
+    Reports::errors_of(replies).map_err(|reports| linstor_api::Error::Refused {
         endpoint: format!(
             "PUT /v1/resource-definitions/{}/volume-definitions/{}",
             volume.resource_definition, volume.volume_number
         ),
         reports,
-    };
-    replies
-        .and_then(|replies| Reports::errors_of(replies).map_err(refused))
-        .map_err(|source| IntentLogError {
-            volume: volume.clone(),
-            action,
-            source,
-        })
+    })
 }
 
 #[cfg(test)]

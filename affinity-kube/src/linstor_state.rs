@@ -9,11 +9,16 @@
 //! engine keeps, not with the size of LINSTOR's answers.
 
 use std::collections::BTreeMap;
+use std::sync::{Mutex, PoisonError};
 
 use affinity_core::names::{SAVED_PV_PROPERTY, SKIP_PROPERTY};
-use affinity_core::{LinstorSnapshot, Properties, Replica, ResourceDefinitionState, VolumeDefinitionState};
+use affinity_core::{
+    LinstorSnapshot, Properties, Replica, ResourceDefinitionState, VolumeDefinitionState,
+    guess_property_namespace,
+};
 use linstor_api::models::{Node, ResourceDefinition, ResourceWithVolumes, VolumeDefinition};
 use linstor_api::{Client, NodeFilter, ResourceDefinitionFilter, ResourceViewFilter};
+use tracing::info;
 
 /// The engine's view of LINSTOR, with what had to be left out.
 #[derive(Debug, Default)]
@@ -224,6 +229,31 @@ pub fn convert(
     state
 }
 
+/// The property namespace of the nodes' topology labels: `configured` when
+/// one is, else guessed from the properties of the LINSTOR nodes
+/// ([`guess_property_namespace`]). A guess is logged when this process first
+/// makes it, and again whenever it differs from the one before.
+pub fn property_namespace<'a>(
+    configured: Option<&str>,
+    node_properties: impl IntoIterator<Item = &'a Properties>,
+) -> String {
+    static LAST_GUESS: Mutex<Option<&'static str>> = Mutex::new(None);
+    if let Some(configured) = configured {
+        return configured.to_owned();
+    }
+    let guessed = guess_property_namespace(node_properties);
+    if is_new_guess(&LAST_GUESS, guessed) {
+        info!(namespace = %guessed, "property namespace guessed from the LINSTOR nodes");
+    }
+    guessed.to_owned()
+}
+
+/// Records `guess` in `last`; whether it differs from the guess recorded before.
+fn is_new_guess(last: &Mutex<Option<&'static str>>, guess: &'static str) -> bool {
+    let mut last = last.lock().unwrap_or_else(PoisonError::into_inner);
+    last.replace(guess) != Some(guess)
+}
+
 fn volume_definition(
     resource_definition: &str,
     volume: &VolumeDefinition,
@@ -333,5 +363,26 @@ mod tests {
         assert!(state.warnings[0].contains("70000 out of range"));
         assert!(state.warnings[1].contains("pvc-unknown"));
         assert!(state.snapshot.resources("pvc-1").is_empty());
+    }
+
+    #[test]
+    fn a_configured_namespace_wins_over_the_guess() {
+        let v2 = Properties::from([(
+            "Aux/topology/kubernetes.io/hostname".to_owned(),
+            "node-a".to_owned(),
+        )]);
+        assert_eq!(property_namespace(Some("Custom"), [&v2]), "Custom");
+        assert_eq!(property_namespace(None, [&v2]), "Aux/topology");
+        assert_eq!(property_namespace(None, []), "Aux");
+    }
+
+    #[test]
+    fn a_guess_is_new_the_first_time_and_when_it_changes() {
+        let last = Mutex::new(None);
+        assert!(is_new_guess(&last, "Aux"));
+        assert!(!is_new_guess(&last, "Aux"));
+        assert!(is_new_guess(&last, "Aux/topology"));
+        assert!(!is_new_guess(&last, "Aux/topology"));
+        assert!(is_new_guess(&last, "Aux"));
     }
 }

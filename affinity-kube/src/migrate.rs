@@ -15,12 +15,13 @@
 
 use std::fmt;
 
-use affinity_core::k8s_openapi::api::core::v1::PersistentVolume;
-use affinity_core::names::{CSI_DRIVER, SAVED_PV_PROPERTY};
-use affinity_core::{HandleError, VolumeId};
-use linstor_api::models::{ApiCallRc, ResourceDefinition, ResourceDefinitionModify, VolumeDefinitionModify};
+use affinity_core::names::SAVED_PV_PROPERTY;
+use affinity_core::{SavedStateError, VolumeId, decode_saved_pv_on_resource_definition};
+use linstor_api::models::{ApiCallRc, ResourceDefinition, ResourceDefinitionModify};
 use linstor_api::{Client, Reports, ResourceDefinitionFilter};
 use tracing::{info, warn};
+
+use crate::intent::write_saved_pv;
 
 /// A LINSTOR write of the migration, named in errors.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -56,42 +57,16 @@ pub enum MigrateError {
         /// The LINSTOR error (names the endpoint).
         source: linstor_api::Error,
     },
-    /// The property is not a PersistentVolume JSON document.
-    #[error("resource definition {resource_definition}: saved PV is not valid JSON: {source}")]
-    InvalidJson {
+    /// The saved PV cannot be used: it is not a named LINSTOR CSI PV of a
+    /// volume of the resource definition holding it (the error names the
+    /// resource definition).
+    #[error("{source}")]
+    SavedPv {
         /// The resource definition holding the property.
         resource_definition: String,
-        /// The decoder's error, with line and column.
-        source: serde_json::Error,
-    },
-    /// The saved PV is not a LINSTOR CSI volume.
-    #[error(
-        "resource definition {resource_definition}: saved PV is not a {CSI_DRIVER} volume (CSI driver: {})",
-        driver.as_deref().unwrap_or("none")
-    )]
-    NotLinstorVolume {
-        /// The resource definition holding the property.
-        resource_definition: String,
-        /// The PV's CSI driver, if it has a CSI source.
-        driver: Option<String>,
-    },
-    /// The saved PV's volume handle cannot be parsed.
-    #[error("resource definition {resource_definition}: saved PV has an invalid handle: {source}")]
-    InvalidHandle {
-        /// The resource definition holding the property.
-        resource_definition: String,
-        /// Why the handle is invalid.
-        source: HandleError,
-    },
-    /// The saved PV describes a volume of another resource definition.
-    #[error(
-        "resource definition {resource_definition}: saved PV handle {handle} names another resource definition"
-    )]
-    ForeignHandle {
-        /// The resource definition holding the property.
-        resource_definition: String,
-        /// The saved PV's volume handle.
-        handle: String,
+        /// What is wrong with the saved PV (boxed: it is large).
+        #[source]
+        source: Box<SavedStateError>,
     },
     /// The volume the saved PV describes has no volume definition.
     #[error("resource definition {resource_definition}: volume definition {volume_number} does not exist")]
@@ -164,11 +139,18 @@ impl MigrationReport {
     }
 }
 
-/// How one resource definition was migrated.
-enum Outcome {
-    Migrated(VolumeId),
-    AlreadyPresent(VolumeId),
-    RemovedEmpty,
+/// What migrating the saved PV of one resource definition takes.
+#[derive(Debug, PartialEq, Eq)]
+enum Migration {
+    /// The property is empty, which counts as no saved PV (as it does on
+    /// volume definitions): remove it.
+    RemoveEmpty,
+    /// Copy the saved PV to the volume definition of this volume, then
+    /// remove it from the resource definition.
+    Move(VolumeId),
+    /// The volume definition of this volume holds a saved PV already, which
+    /// is newer: remove the resource definition's.
+    RemoveOlder(VolumeId),
 }
 
 /// Moves every saved PV kept on a resource definition to its volume
@@ -193,12 +175,18 @@ pub async fn migrate_properties(client: &Client) -> Result<MigrationReport, Migr
         let Some(json) = rd.props.get(SAVED_PV_PROPERTY) else {
             continue;
         };
-        match migrate_one(client, rd, json).await {
-            Ok(Outcome::Migrated(volume)) => {
+        let migrated = match migration_of(rd, json) {
+            Ok(migration) => migrate(client, &rd.name, json, &migration)
+                .await
+                .map(|()| migration),
+            Err(error) => Err(error),
+        };
+        match migrated {
+            Ok(Migration::Move(volume)) => {
                 info!(resource_definition = %rd.name, %volume, "moved saved PV to the volume definition");
                 report.migrated.push(volume);
             }
-            Ok(Outcome::AlreadyPresent(volume)) => {
+            Ok(Migration::RemoveOlder(volume)) => {
                 info!(
                     resource_definition = %rd.name,
                     %volume,
@@ -206,7 +194,7 @@ pub async fn migrate_properties(client: &Client) -> Result<MigrationReport, Migr
                 );
                 report.already_present.push(volume);
             }
-            Ok(Outcome::RemovedEmpty) => {
+            Ok(Migration::RemoveEmpty) => {
                 info!(resource_definition = %rd.name, "removed empty saved PV property");
                 report.removed_empty.push(rd.name.clone());
             }
@@ -222,13 +210,17 @@ pub async fn migrate_properties(client: &Client) -> Result<MigrationReport, Migr
     Ok(report)
 }
 
-async fn migrate_one(client: &Client, rd: &ResourceDefinition, json: &str) -> Result<Outcome, MigrateError> {
+/// Decides how to migrate `json`, the saved PV on `rd` (as listed, with its
+/// volume definitions).
+fn migration_of(rd: &ResourceDefinition, json: &str) -> Result<Migration, MigrateError> {
     if json.is_empty() {
-        // An empty value counts as no saved PV, as it does on volume definitions.
-        delete_from_resource_definition(client, &rd.name).await?;
-        return Ok(Outcome::RemovedEmpty);
+        return Ok(Migration::RemoveEmpty);
     }
-    let volume = saved_volume(&rd.name, json)?;
+    let (volume, _) =
+        decode_saved_pv_on_resource_definition(json, &rd.name).map_err(|source| MigrateError::SavedPv {
+            resource_definition: rd.name.clone(),
+            source: Box::new(source),
+        })?;
     let number = i32::from(volume.volume_number);
     let Some(vd) = rd
         .volume_definitions
@@ -241,33 +233,26 @@ async fn migrate_one(client: &Client, rd: &ResourceDefinition, json: &str) -> Re
         });
     };
     let present = vd.props.get(SAVED_PV_PROPERTY).is_some_and(|v| !v.is_empty());
-    if !present {
-        // Copy first: a crash before the delete leaves both, and the next run only deletes.
-        let modify = VolumeDefinitionModify {
-            override_props: [(SAVED_PV_PROPERTY.to_owned(), json.to_owned())]
-                .into_iter()
-                .collect(),
-            ..VolumeDefinitionModify::default()
-        };
+    Ok(if present {
+        Migration::RemoveOlder(volume)
+    } else {
+        Migration::Move(volume)
+    })
+}
+
+/// Carries out `migration` of resource definition `rd`, whose saved PV is
+/// `json`. The copy comes first: a crash before the delete leaves both, and
+/// the next run only deletes.
+async fn migrate(client: &Client, rd: &str, json: &str, migration: &Migration) -> Result<(), MigrateError> {
+    if let Migration::Move(volume) = migration {
         let action = MigrateAction::Copy {
             volume_number: volume.volume_number,
         };
-        let replies = client
-            .modify_volume_definition(&rd.name, number, &modify)
+        write_saved_pv(client, volume, json)
             .await
-            .map_err(|source| MigrateError::Linstor {
-                resource_definition: rd.name.clone(),
-                action,
-                source,
-            })?;
-        check_replies(&rd.name, action, replies)?;
+            .map_err(|source| write_error(rd, action, source))?;
     }
-    delete_from_resource_definition(client, &rd.name).await?;
-    Ok(if present {
-        Outcome::AlreadyPresent(volume)
-    } else {
-        Outcome::Migrated(volume)
-    })
+    delete_from_resource_definition(client, rd).await
 }
 
 async fn delete_from_resource_definition(client: &Client, rd: &str) -> Result<(), MigrateError> {
@@ -278,12 +263,25 @@ async fn delete_from_resource_definition(client: &Client, rd: &str) -> Result<()
     let replies = client
         .modify_resource_definition(rd, &modify)
         .await
-        .map_err(|source| MigrateError::Linstor {
-            resource_definition: rd.to_owned(),
-            action: MigrateAction::Delete,
-            source,
-        })?;
+        .map_err(|source| write_error(rd, MigrateAction::Delete, source))?;
     check_replies(rd, MigrateAction::Delete, replies)
+}
+
+/// The error of write `action` on resource definition `rd`; error replies
+/// inside a successful answer are [`MigrateError::Rejected`].
+fn write_error(rd: &str, action: MigrateAction, source: linstor_api::Error) -> MigrateError {
+    match source {
+        linstor_api::Error::Refused { reports, .. } => MigrateError::Rejected {
+            resource_definition: rd.to_owned(),
+            action,
+            reports,
+        },
+        source => MigrateError::Linstor {
+            resource_definition: rd.to_owned(),
+            action,
+            source,
+        },
+    }
 }
 
 fn check_replies(rd: &str, action: MigrateAction, replies: Vec<ApiCallRc>) -> Result<(), MigrateError> {
@@ -294,38 +292,10 @@ fn check_replies(rd: &str, action: MigrateAction, replies: Vec<ApiCallRc>) -> Re
     })
 }
 
-/// The volume a saved PV found on resource definition `rd` describes.
-fn saved_volume(rd: &str, json: &str) -> Result<VolumeId, MigrateError> {
-    let pv: PersistentVolume = serde_json::from_str(json).map_err(|source| MigrateError::InvalidJson {
-        resource_definition: rd.to_owned(),
-        source,
-    })?;
-    let csi = pv.spec.and_then(|spec| spec.csi);
-    let handle = match csi {
-        Some(csi) if csi.driver == CSI_DRIVER => csi.volume_handle,
-        other => {
-            return Err(MigrateError::NotLinstorVolume {
-                resource_definition: rd.to_owned(),
-                driver: other.map(|csi| csi.driver),
-            });
-        }
-    };
-    let volume: VolumeId = handle.parse().map_err(|source| MigrateError::InvalidHandle {
-        resource_definition: rd.to_owned(),
-        source,
-    })?;
-    // LINSTOR names are case-insensitive.
-    if !volume.resource_definition.eq_ignore_ascii_case(rd) {
-        return Err(MigrateError::ForeignHandle {
-            resource_definition: rd.to_owned(),
-            handle,
-        });
-    }
-    Ok(VolumeId::new(rd, volume.volume_number))
-}
-
 #[cfg(test)]
 mod tests {
+    use affinity_core::names::CSI_DRIVER;
+
     use super::*;
 
     fn pv_json(driver: &str, handle: &str) -> String {
@@ -338,71 +308,89 @@ mod tests {
         .to_string()
     }
 
+    /// Resource definition `name` with volume definitions `volumes`, those
+    /// in `holding` holding a saved PV already.
+    fn rd(name: &str, volumes: &[i32], holding: &[i32]) -> ResourceDefinition {
+        serde_json::from_value(serde_json::json!({
+            "name": name,
+            "volume_definitions": volumes
+                .iter()
+                .map(|&n| {
+                    let props = if holding.contains(&n) {
+                        serde_json::json!({ SAVED_PV_PROPERTY: pv_json(CSI_DRIVER, name) })
+                    } else {
+                        serde_json::json!({})
+                    };
+                    serde_json::json!({ "volume_number": n, "size_kib": 1, "props": props })
+                })
+                .collect::<Vec<_>>(),
+        }))
+        .unwrap()
+    }
+
     #[test]
     fn handle_without_number_is_volume_zero() {
-        let v = saved_volume("pvc-1", &pv_json(CSI_DRIVER, "pvc-1")).unwrap();
-        assert_eq!(v, VolumeId::new("pvc-1", 0));
+        let m = migration_of(&rd("pvc-1", &[0], &[]), &pv_json(CSI_DRIVER, "pvc-1")).unwrap();
+        assert_eq!(m, Migration::Move(VolumeId::new("pvc-1", 0)));
     }
 
     #[test]
     fn handle_number_selects_the_volume() {
-        let v = saved_volume("pvc-1", &pv_json(CSI_DRIVER, "pvc-1/3")).unwrap();
-        assert_eq!(v, VolumeId::new("pvc-1", 3));
+        let m = migration_of(&rd("pvc-1", &[0, 3], &[0]), &pv_json(CSI_DRIVER, "pvc-1/3")).unwrap();
+        assert_eq!(m, Migration::Move(VolumeId::new("pvc-1", 3)));
     }
 
     #[test]
     fn resource_names_compare_without_case() {
-        let v = saved_volume("PVC-1", &pv_json(CSI_DRIVER, "pvc-1/1")).unwrap();
-        assert_eq!(v, VolumeId::new("PVC-1", 1));
+        let m = migration_of(&rd("PVC-1", &[0, 1], &[]), &pv_json(CSI_DRIVER, "pvc-1/1")).unwrap();
+        assert_eq!(m, Migration::Move(VolumeId::new("PVC-1", 1)));
     }
 
     #[test]
-    fn invalid_json_names_the_resource_definition() {
-        let e = saved_volume("pvc-1", "{not json").unwrap_err();
-        assert!(matches!(e, MigrateError::InvalidJson { .. }));
-        let text = e.to_string();
-        assert!(
-            text.starts_with("resource definition pvc-1: saved PV is not valid JSON: "),
-            "{text}"
-        );
+    fn a_saved_pv_on_the_volume_definition_is_newer_and_kept() {
+        let m = migration_of(&rd("pvc-1", &[0], &[0]), &pv_json(CSI_DRIVER, "pvc-1")).unwrap();
+        assert_eq!(m, Migration::RemoveOlder(VolumeId::new("pvc-1", 0)));
     }
 
     #[test]
-    fn foreign_handle_is_rejected() {
-        let e = saved_volume("pvc-1", &pv_json(CSI_DRIVER, "pvc-2/0")).unwrap_err();
-        assert_eq!(
-            e.to_string(),
-            "resource definition pvc-1: saved PV handle pvc-2/0 names another resource definition"
-        );
+    fn an_empty_property_is_only_removed() {
+        let m = migration_of(&rd("pvc-1", &[], &[]), "").unwrap();
+        assert_eq!(m, Migration::RemoveEmpty);
     }
 
     #[test]
-    fn other_driver_is_rejected() {
-        let e = saved_volume("pvc-1", &pv_json("rbd.csi.ceph.com", "pvc-1")).unwrap_err();
-        let text = e.to_string();
-        assert!(matches!(e, MigrateError::NotLinstorVolume { .. }));
-        assert!(
-            text.contains("pvc-1") && text.contains("rbd.csi.ceph.com"),
-            "{text}"
-        );
-        let no_csi = r#"{"metadata":{"name":"x"},"spec":{}}"#;
-        let text = saved_volume("pvc-1", no_csi).unwrap_err().to_string();
-        assert!(text.contains("CSI driver: none"), "{text}");
+    fn unusable_saved_pvs_are_errors_naming_the_resource_definition() {
+        let definition = rd("pvc-1", &[0], &[]);
+        let cases = [
+            ("{not json".to_owned(), "is not a PersistentVolume JSON document"),
+            (
+                pv_json(CSI_DRIVER, "pvc-2/0"),
+                "names volume pvc-2/0 in its handle",
+            ),
+            (
+                pv_json("rbd.csi.ceph.com", "pvc-1"),
+                "is not a linstor.csi.linbit.com volume",
+            ),
+            (
+                r#"{"metadata":{"name":"x"},"spec":{}}"#.to_owned(),
+                "is not a linstor.csi.linbit.com volume",
+            ),
+            (pv_json(CSI_DRIVER, "pvc-1/x"), "volume number"),
+        ];
+        for (json, needle) in cases {
+            let e = migration_of(&definition, &json).unwrap_err();
+            assert!(matches!(e, MigrateError::SavedPv { .. }), "{e:?}");
+            let text = e.to_string();
+            assert!(
+                text.contains("resource definition pvc-1") && text.contains(needle),
+                "{json}: {text}"
+            );
+        }
     }
 
     #[test]
-    fn invalid_handle_is_rejected() {
-        let e = saved_volume("pvc-1", &pv_json(CSI_DRIVER, "pvc-1/x")).unwrap_err();
-        assert!(matches!(e, MigrateError::InvalidHandle { .. }));
-        assert!(e.to_string().starts_with("resource definition pvc-1: "), "{e}");
-    }
-
-    #[test]
-    fn missing_volume_definition_message() {
-        let e = MigrateError::MissingVolumeDefinition {
-            resource_definition: "pvc-1".to_owned(),
-            volume_number: 3,
-        };
+    fn missing_volume_definition_is_an_error() {
+        let e = migration_of(&rd("pvc-1", &[0], &[]), &pv_json(CSI_DRIVER, "pvc-1/3")).unwrap_err();
         assert_eq!(
             e.to_string(),
             "resource definition pvc-1: volume definition 3 does not exist"
@@ -416,12 +404,21 @@ mod tests {
             message: "nope".to_owned(),
             ..ApiCallRc::default()
         }];
-        let e = check_replies("pvc-1", MigrateAction::Delete, replies).unwrap_err();
+        let e = check_replies("pvc-1", MigrateAction::Delete, replies.clone()).unwrap_err();
         assert_eq!(
             e.to_string(),
             "resource definition pvc-1: deleting the saved PV property from the resource definition: \
              LINSTOR rejected it: nope"
         );
         assert!(check_replies("pvc-1", MigrateAction::Copy { volume_number: 0 }, Vec::new()).is_ok());
+        let refused = linstor_api::Error::Refused {
+            endpoint: "PUT /v1/resource-definitions/pvc-1/volume-definitions/0".to_owned(),
+            reports: Reports(replies),
+        };
+        let e = write_error("pvc-1", MigrateAction::Copy { volume_number: 0 }, refused);
+        assert_eq!(
+            e.to_string(),
+            "resource definition pvc-1: copying the saved PV to volume definition 0: LINSTOR rejected it: nope"
+        );
     }
 }

@@ -171,9 +171,9 @@ where
 {
     let pvs: Vec<&PersistentVolume> = live.into_iter().collect();
     Planner::new(linstor, storage_classes, settings)
-        .decide_resource_definition(&volume.resource_definition, &pvs)
+        .decide_volume_of(volume, &pvs)
         .into_iter()
-        .find(|decision| decision.volume == *volume)
+        .next()
         .map(|decision| decision.outcome)
 }
 

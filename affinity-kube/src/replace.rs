@@ -39,13 +39,16 @@ use affinity_core::names::{
     FIELD_MANAGER, PHASE_BOUND, RECLAIM_RETAIN, RESTORE_RECLAIM_POLICY_ANNOTATION, SKIP_RECLAIM_ANNOTATION,
 };
 use affinity_core::{
-    ClaimProblem, Replacement, RestoreStep, RetiredPv, VolumeId, claim_of, claim_owns, encode_intent,
-    held_at_retain, is_earlier_creation, reclaim_policy_of, restore_step, restore_step_by_binder,
+    BoundMark, ClaimProblem, Replacement, RestoreStep, RetiredPv, VolumeId, bound_mark, claim_of,
+    encode_intent, held_at_retain, is_earlier_creation, needs_another_nudge, reclaim_policy_of, restore_step,
+    restore_step_by_binder,
 };
 use futures::future::BoxFuture;
 use kube::Client;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, Preconditions};
 use serde_json::json;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
 use crate::events::EventReporter;
@@ -252,6 +255,10 @@ pub struct ReplaceProtocol<L> {
     intents: L,
     leadership: Leadership,
     observer: Option<Arc<dyn StepObserver>>,
+    /// The checks, running on after a replace, that nudged claims were bound again.
+    rechecks: TaskTracker,
+    /// Stops those checks at shutdown.
+    stop_rechecks: CancellationToken,
 }
 
 impl<L: IntentLog> ReplaceProtocol<L> {
@@ -267,6 +274,8 @@ impl<L: IntentLog> ReplaceProtocol<L> {
             intents,
             leadership: Leadership::always(),
             observer: None,
+            rechecks: TaskTracker::new(),
+            stop_rechecks: CancellationToken::new(),
         }
     }
 
@@ -310,6 +319,15 @@ impl<L: IntentLog> ReplaceProtocol<L> {
         live: &PersistentVolume,
     ) -> Result<Option<ClaimProblem>, ReplaceError> {
         self.settle(live).await
+    }
+
+    /// Stops the checks that claims nudged after a re-creation were bound
+    /// again, which otherwise go on for a few seconds after the replace
+    /// returned, and waits until they have stopped.
+    pub async fn stop_rechecks(&self) {
+        self.stop_rechecks.cancel();
+        self.rechecks.close();
+        self.rechecks.wait().await;
     }
 
     /// The write budget of one request, fenced by the lease.
@@ -725,12 +743,10 @@ impl<L: IntentLog> ReplaceProtocol<L> {
         claim: &PersistentVolumeClaim,
     ) -> Result<Option<PersistentVolume>, ReplaceError> {
         let name = pv.metadata.name.as_deref().unwrap_or_default();
-        if claim_owns(pv, Some(claim)).is_err() {
-            return Ok(None);
-        }
-        let phase = pv.status.as_ref().and_then(|status| status.phase.as_deref());
-        if phase == Some(PHASE_BOUND) {
-            return Ok(Some(pv.clone()));
+        match bound_mark(pv, claim) {
+            BoundMark::NotOwned => return Ok(None),
+            BoundMark::AlreadyBound => return Ok(Some(pv.clone())),
+            BoundMark::Mark => {}
         }
         let bound = json!({
             "metadata": { "resourceVersion": pv.metadata.resource_version },
@@ -767,16 +783,18 @@ impl<L: IntentLog> ReplaceProtocol<L> {
         // Check back without holding up the protocol.
         let leadership = self.leadership.clone();
         let budget = self.budget();
-        tokio::spawn(async move {
+        let stop = self.stop_rechecks.clone();
+        self.rechecks.spawn(stop.run_until_cancelled_owned(async move {
             for (attempt, pause) in (1..).zip(REBIND_CHECK_PAUSES) {
                 tokio::time::sleep(pause).await;
-                let phase = match claims.get_opt(&claim_name).await {
-                    Ok(Some(claim)) => claim.status.and_then(|status| status.phase),
+                let claim = match claims.get_opt(&claim_name).await {
+                    Ok(Some(claim)) => claim,
                     _ => return,
                 };
-                if phase.as_deref() == Some(PHASE_BOUND) || !leadership.is_leading_for(budget) {
+                if !needs_another_nudge(&claim) || !leadership.is_leading_for(budget) {
                     return;
                 }
+                let phase = claim.status.and_then(|status| status.phase);
                 debug!(%namespace, claim = %claim_name, attempt, ?phase, "claim not bound yet; nudging again");
                 let renudge = json!({ "metadata": { "annotations": { REBIND_ANNOTATION: format!("{stamp}-{attempt}") } } });
                 let _ = tokio::time::timeout(
@@ -785,7 +803,7 @@ impl<L: IntentLog> ReplaceProtocol<L> {
                 )
                 .await;
             }
-        });
+        }));
         nudged
     }
 

@@ -5,8 +5,8 @@
 
 use std::time::Duration;
 
-use affinity_core::VolumeId;
 use affinity_core::names::SAVED_PV_PROPERTY;
+use affinity_core::{SavedStateError, VolumeId};
 use affinity_kube::migrate::{MigrateAction, MigrateError, MigrationReport, migrate_properties};
 use linstor_api::Client;
 use linstor_api::sim::{
@@ -176,16 +176,20 @@ async fn bad_resource_definitions_are_reported_and_the_others_migrated() {
     assert!(!report.is_complete());
 
     let e = failure(&report, "pvc-bad-json");
-    assert!(matches!(e, MigrateError::InvalidJson { .. }), "{e:?}");
     assert!(
-        e.to_string()
-            .starts_with("resource definition pvc-bad-json: saved PV is not valid JSON: "),
+        matches!(e, MigrateError::SavedPv { source, .. } if matches!(**source, SavedStateError::InvalidJson { .. })),
+        "{e:?}"
+    );
+    assert!(
+        e.to_string().starts_with(
+            "saved PV of resource definition pvc-bad-json is not a PersistentVolume JSON document"
+        ),
         "{e}"
     );
     let e = failure(&report, "pvc-foreign");
     assert_eq!(
         e.to_string(),
-        "resource definition pvc-foreign: saved PV handle pvc-other/0 names another resource definition"
+        "saved PV pvc-other on resource definition pvc-foreign names volume pvc-other/0 in its handle"
     );
     let e = failure(&report, "pvc-missing");
     assert_eq!(
@@ -308,6 +312,38 @@ async fn a_failed_copy_fails_only_that_resource_definition() {
     assert_eq!(again.migrated, vec![VolumeId::new("pvc-2", 0)]);
     assert_eq!(vd_prop(&sim, "pvc-2", 0).as_deref(), Some(jsons[1].as_str()));
     assert_eq!(rd_prop(&sim, "pvc-2"), None);
+}
+
+#[tokio::test]
+async fn error_replies_in_a_successful_answer_fail_the_copy() {
+    let json = saved_pv("pvc-1");
+    let (sim, client) = start(vec![rd("pvc-1", &[0], Some(&json), None)]).await;
+    sim.add_fault(
+        Fault::new(FaultKind::Error {
+            status: 200,
+            message: "property rejected".to_owned(),
+        })
+        .on_method("PUT")
+        .on_path("/v1/resource-definitions/pvc-1/volume-definitions/0")
+        .times(1),
+    );
+
+    let report = migrate_properties(&client).await.unwrap();
+
+    let e = failure(&report, "pvc-1");
+    assert!(
+        matches!(
+            e,
+            MigrateError::Rejected {
+                action: MigrateAction::Copy { volume_number: 0 },
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    assert!(e.to_string().contains("property rejected"), "{e}");
+    // Nothing was deleted: the resource definition still holds the only copy.
+    assert_eq!(rd_prop(&sim, "pvc-1").as_deref(), Some(json.as_str()));
 }
 
 #[tokio::test]

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use affinity_core::k8s_openapi::api::core::v1::PersistentVolume;
 use affinity_core::k8s_openapi::api::storage::v1::StorageClass;
-use affinity_core::{LinstorSnapshot, Properties};
+use affinity_core::{LinstorSnapshot, Properties, class_parameters};
 use affinity_kube::linstor_state::{self, LinstorState};
 
 use crate::dump::Dump;
@@ -29,13 +29,12 @@ impl CoreState {
             warnings: linstor.warnings,
         };
         for class in storage_classes {
-            let Some(name) = class.metadata.name.clone().filter(|name| !name.is_empty()) else {
+            let Some((name, parameters)) = class_parameters(class) else {
                 state
                     .warnings
                     .push("a StorageClass without a name was ignored".to_owned());
                 continue;
             };
-            let parameters: Properties = class.parameters.clone().unwrap_or_default().into_iter().collect();
             state.storage_classes.insert(name, parameters);
         }
         state

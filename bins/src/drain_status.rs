@@ -10,9 +10,9 @@ use affinity_core::names::DRAIN_RECORD_PROPERTY;
 use affinity_kube::drain::{DrainError, read_linstor_nodes};
 use affinity_kube::node_cache::view_of;
 use kube::api::{Api, ListParams};
+use linstor_api::error::chain;
 use serde::Serialize;
 
-use crate::live::error_chain;
 use crate::render::{Format, RenderError};
 
 /// Version of the JSON and YAML field names.
@@ -39,7 +39,7 @@ impl DrainReport {
 #[derive(Debug, thiserror::Error)]
 pub enum DrainStatusError {
     /// The Kubernetes nodes could not be listed.
-    #[error("Kubernetes API server: listing nodes: {}", error_chain(.0))]
+    #[error("Kubernetes API server: listing nodes: {}", chain(.0))]
     Nodes(#[source] kube::Error),
     /// LINSTOR could not be read.
     #[error(transparent)]

@@ -28,8 +28,7 @@ use std::path::PathBuf;
 use affinity_kube::throttle::ThrottleLayer;
 use kube::client::ClientBuilder;
 use kube::config::{InferConfigError, KubeConfigOptions, Kubeconfig, KubeconfigError};
-
-use crate::live::error_chain;
+use linstor_api::error::chain;
 
 /// Where the Kubernetes API server and credentials come from, as kubectl's flags say it.
 ///
@@ -131,7 +130,7 @@ pub fn client(mut config: kube::Config, throttle: &ThrottleLayer) -> Result<kube
     let builder = ClientBuilder::try_from(config).map_err(|source| KubeArgsError::Client {
         api_server,
         trust_store,
-        reason: error_chain(&source),
+        reason: chain(&source),
     })?;
     Ok(builder.with_layer(throttle).build())
 }

@@ -11,8 +11,7 @@
 use affinity_core::k8s_openapi::api::coordination::v1::Lease;
 use affinity_core::k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::api::Api;
-
-use crate::live::error_chain;
+use linstor_api::error::chain;
 
 /// Default of `--lease-lock-name` when `$LEASE_LOCK_NAME` is not set either, the controller's.
 pub const DEFAULT_LEASE_NAME: &str = "linstor-affinity-controller";
@@ -65,7 +64,7 @@ impl Sources {
     pub const PROCESS: Sources = Sources {
         var: |name| std::env::var(name).ok(),
         read_file: |path| std::fs::read_to_string(path).ok(),
-        host_name: || hostname::get().ok().and_then(|name| name.into_string().ok()),
+        host_name,
     };
 
     /// The identity of a Lease holder: `flag`, else `$LEASE_HOLDER_IDENTITY`, else the host name,
@@ -100,6 +99,14 @@ impl Sources {
     fn var(&self, name: &str) -> Option<String> {
         (self.var)(name).and_then(non_empty)
     }
+}
+
+/// This machine's host name; `None` when it is unknown, empty or not UTF-8.
+pub fn host_name() -> Option<String> {
+    hostname::get()
+        .ok()
+        .and_then(|name| name.into_string().ok())
+        .and_then(non_empty)
 }
 
 fn non_empty(text: String) -> Option<String> {
@@ -193,7 +200,7 @@ pub async fn read(kube: kube::Client, lock: &LeaseLock) -> Result<Option<Lease>,
         .await
         .map_err(|source| FenceError::Read {
             lock: lock.clone(),
-            reason: error_chain(&source),
+            reason: chain(&source),
         })
 }
 

@@ -8,6 +8,7 @@ use affinity_core::k8s_openapi::api::core::v1::PersistentVolume;
 use affinity_core::k8s_openapi::api::storage::v1::StorageClass;
 use affinity_kube::linstor_state::{self, FetchError};
 use kube::api::{Api, ListParams};
+use linstor_api::error::chain;
 use serde::de::DeserializeOwned;
 
 use crate::convert::{ClusterState, CoreState};
@@ -37,7 +38,7 @@ pub enum LiveError {
 #[derive(Debug, thiserror::Error)]
 pub enum ReadError {
     /// A list request to the Kubernetes API server failed.
-    #[error("Kubernetes API server {api_server}: listing {what}: {}", error_chain(.source))]
+    #[error("Kubernetes API server {api_server}: listing {what}: {}", chain(.source))]
     Kubernetes {
         /// URL of the API server.
         api_server: String,
@@ -49,22 +50,6 @@ pub enum ReadError {
     /// LINSTOR could not be read (the error names the endpoint and the controllers tried).
     #[error(transparent)]
     Linstor(#[from] FetchError),
-}
-
-/// The error's message followed by those of its causes that it does not already include: kube
-/// errors often say only "client error (Connect)" at the top.
-pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut cause = error.source();
-    while let Some(inner) = cause {
-        let message = inner.to_string();
-        if !text.contains(&message) {
-            text.push_str(": ");
-            text.push_str(&message);
-        }
-        cause = inner.source();
-    }
-    text
 }
 
 /// A client of the Kubernetes API server `kube_args` select, and the server's URL. Nothing is
@@ -209,26 +194,5 @@ impl<'a> Pending<'a> {
         if !parts.is_empty() {
             self.spinner.set_message(format!("reading {}…", parts.join(", ")));
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[derive(Debug, thiserror::Error)]
-    #[error("client error (Connect)")]
-    struct Outer(#[source] Inner);
-
-    #[derive(Debug, thiserror::Error)]
-    #[error("tcp connect error: Connection refused")]
-    struct Inner;
-
-    #[test]
-    fn error_chain_adds_causes_not_yet_said() {
-        assert_eq!(
-            error_chain(&Outer(Inner)),
-            "client error (Connect): tcp connect error: Connection refused"
-        );
     }
 }

@@ -5,7 +5,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use affinity_core::k8s_openapi::jiff::Timestamp;
-use affinity_core::{DecisionSettings, Planner, guess_property_namespace};
+use affinity_core::{DecisionSettings, Planner};
+use affinity_kube::linstor_state;
 
 use crate::convert::{ClusterState, core_state};
 use crate::dump::{DumpError, load_dir};
@@ -65,14 +66,10 @@ impl DecisionOptions {
         for warning in &state.core.warnings {
             tracing::warn!("{warning}");
         }
-        let property_namespace = match &self.property_namespace {
-            Some(namespace) => namespace.clone(),
-            None => {
-                let guessed = guess_property_namespace(state.core.linstor.nodes().map(|(_, props)| props));
-                tracing::info!(namespace = guessed, "property namespace guessed from the nodes");
-                guessed.to_owned()
-            }
-        };
+        let property_namespace = linstor_state::property_namespace(
+            self.property_namespace.as_deref(),
+            state.core.linstor.nodes().map(|(_, props)| props),
+        );
         DecisionSettings {
             property_namespace,
             grace_period: self.grace_period,

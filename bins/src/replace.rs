@@ -7,6 +7,7 @@ use affinity_core::{Action, DecisionError, HandleError, Plan, Planner, Replaceme
 use affinity_kube::{ReplaceError, ReplaceProtocol};
 
 use crate::convert::ClusterState;
+use crate::lease::host_name;
 use crate::live::{LiveCluster, LiveError};
 use crate::plan::DecisionOptions;
 use crate::report::{PlanReport, build};
@@ -149,12 +150,12 @@ pub fn propose(
     let core = &state.core;
     // All PVs: another PV standing for the same volume changes the decision (duplicate).
     let pvs: Vec<&PersistentVolume> = state.pvs.iter().collect();
-    let decisions = Planner::new(&core.linstor, &core.storage_classes, &settings)
-        .decide_resource_definition(&volume.resource_definition, &pvs);
+    let decisions =
+        Planner::new(&core.linstor, &core.storage_classes, &settings).decide_volume_of(&volume, &pvs);
     let plan = Plan {
         decisions: decisions
             .into_iter()
-            .filter(|decision| decision.volume == volume && decision.pv_name == name)
+            .filter(|decision| decision.pv_name == name)
             .collect(),
         ..Plan::default()
     };
@@ -230,11 +231,7 @@ pub async fn execute(
 
 /// The name this tool reports in events: `linstor-affinity-cli@<hostname>`.
 pub fn instance_name() -> String {
-    let host = hostname::get()
-        .ok()
-        .and_then(|name| name.into_string().ok())
-        .filter(|name| !name.is_empty())
-        .unwrap_or_else(|| "unknown-host".to_owned());
+    let host = host_name().unwrap_or_else(|| "unknown-host".to_owned());
     format!("linstor-affinity-cli@{host}")
 }
 

@@ -228,7 +228,7 @@ async fn migrate_properties_exits_1_naming_a_bad_resource_definition_and_migrate
     let stderr = String::from_utf8_lossy(&output.stderr);
     for name in ["pvc-broken", "pvc-foreign"] {
         assert!(
-            stderr.contains(&format!("resource definition {name}: ")),
+            stderr.contains(&format!("resource definition {name}")),
             "{name} not named: {}",
             describe(&output)
         );

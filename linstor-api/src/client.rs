@@ -385,7 +385,7 @@ impl Client {
                         message,
                     } => Error::Decode {
                         endpoint,
-                        path: format!("[{index}]{}", path.trim_start_matches('.')),
+                        path: element_path(index, &path),
                         message,
                     },
                     other => other,
@@ -632,6 +632,15 @@ impl Client {
                 }
             },
         ))
+    }
+}
+
+/// The JSON path of `path` inside element `index` of a list.
+fn element_path(index: usize, path: &str) -> String {
+    match path {
+        "." | "" => format!("[{index}]"),
+        _ if path.starts_with('[') => format!("[{index}]{path}"),
+        _ => format!("[{index}].{path}"),
     }
 }
 

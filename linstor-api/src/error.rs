@@ -186,8 +186,10 @@ impl Error {
 /// Result type of the client.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-/// Walks the source chain of an error into one line.
-pub(crate) fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+/// The error's message followed by those of its causes (its `source()`
+/// chain) that it does not already include, joined with `": "`: errors of
+/// HTTP clients often say only "client error (Connect)" at the top.
+pub fn chain(e: &(dyn std::error::Error + 'static)) -> String {
     let mut out = e.to_string();
     let mut cur = e.source();
     while let Some(s) = cur {
@@ -199,4 +201,34 @@ pub(crate) fn chain(e: &(dyn std::error::Error + 'static)) -> String {
         cur = s.source();
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("client error (Connect)")]
+    struct Outer(#[source] Inner);
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("tcp connect error: Connection refused")]
+    struct Inner;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("listing PVs: tcp connect error: Connection refused")]
+    struct Repeating(#[source] Inner);
+
+    #[test]
+    fn chain_adds_causes_not_yet_said() {
+        assert_eq!(
+            chain(&Outer(Inner)),
+            "client error (Connect): tcp connect error: Connection refused"
+        );
+        assert_eq!(
+            chain(&Repeating(Inner)),
+            "listing PVs: tcp connect error: Connection refused"
+        );
+        assert_eq!(chain(&Inner), "tcp connect error: Connection refused");
+    }
 }

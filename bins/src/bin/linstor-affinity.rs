@@ -16,7 +16,7 @@ use std::process::ExitCode;
 use std::time::{Duration, SystemTime};
 
 use affinity_core::k8s_openapi::jiff::Timestamp;
-use affinity_core::{DecisionSettings, VolumeId};
+use affinity_core::{VolumeId, decision_time};
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use linstor_affinity_cli::discard::{self, DiscardError};
 use linstor_affinity_cli::drain_status::{self, DrainStatusError};
@@ -418,7 +418,7 @@ fn parse_timestamp(text: &str) -> Result<Timestamp, String> {
 }
 
 fn now() -> Timestamp {
-    DecisionSettings::at("", Duration::ZERO, SystemTime::now()).now
+    decision_time(SystemTime::now())
 }
 
 fn init_logging(verbose: u8) {
