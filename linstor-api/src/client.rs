@@ -7,7 +7,6 @@ use std::time::Duration;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use bytes::Bytes;
-use futures::Stream;
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use reqwest::header::{AUTHORIZATION, HeaderValue};
 use reqwest::{Method, StatusCode, Url};
@@ -16,10 +15,9 @@ use serde::de::DeserializeOwned;
 
 use crate::config::{Auth, ClientBuilder};
 use crate::error::{ConfigError, Error, Reports, Result, chain};
-use crate::events::SseParser;
 use crate::models::{
-    ApiCallRc, ControllerVersion, Node, NodeEvacuate, NodeEvent, NodeModify, NodeRestore, Resource,
-    ResourceDefinition, ResourceDefinitionModify, ResourceWithVolumes, VolumeDefinitionModify,
+    ApiCallRc, ControllerVersion, Node, NodeEvacuate, NodeModify, NodeRestore, Resource, ResourceDefinition,
+    ResourceDefinitionModify, ResourceWithVolumes, VolumeDefinitionModify,
 };
 
 /// Filter of [`Client::list_nodes`].
@@ -448,78 +446,6 @@ impl Client {
     /// Version of the controller (`GET /v1/controller/version`).
     pub async fn controller_version(&self) -> Result<ControllerVersion> {
         self.get_json("/v1/controller/version", &[]).await
-    }
-
-    /// Subscribes to node events (`GET /v1/events/nodes`, server-sent events).
-    ///
-    /// Returns once the controller accepted the subscription; the stream ends when the
-    /// controller closes it. Events that fail to decode are yielded as [`Error::Decode`] and the
-    /// stream goes on.
-    pub async fn node_events(&self) -> Result<impl Stream<Item = Result<NodeEvent>> + Send + 'static> {
-        let endpoint = "GET /v1/events/nodes".to_owned();
-        let (resp, base) = self
-            .send(Method::GET, "/v1/events/nodes", &[], None, true)
-            .await?;
-        let status = resp.status();
-        if !status.is_success() {
-            let bytes = resp.bytes().await.unwrap_or_default();
-            check_status(&endpoint, status, &bytes)?;
-            return Err(Error::Status {
-                endpoint,
-                status: status.as_u16(),
-                reports: Reports::default(),
-                body: body_excerpt(&bytes),
-            });
-        }
-        let body = Box::pin(resp.bytes_stream());
-        let state = (
-            body,
-            SseParser::default(),
-            std::collections::VecDeque::new(),
-            false,
-        );
-        Ok(futures::stream::unfold(
-            state,
-            move |(mut body, mut parser, mut queue, mut done)| {
-                let endpoint = endpoint.clone();
-                let base = base.clone();
-                async move {
-                    use futures::StreamExt;
-                    loop {
-                        if let Some(item) = queue.pop_front() {
-                            return Some((item, (body, parser, queue, done)));
-                        }
-                        if done {
-                            return None;
-                        }
-                        match body.next().await {
-                            None => {
-                                done = true;
-                            }
-                            Some(Err(e)) => {
-                                done = true;
-                                queue.push_back(Err(Error::Transfer {
-                                    endpoint: endpoint.clone(),
-                                    url: base.to_string(),
-                                    message: chain(&e),
-                                }));
-                            }
-                            Some(Ok(chunk)) => {
-                                for (event, data) in parser.push(&chunk) {
-                                    queue.push_back(NodeEvent::decode(&event, &data).map_err(|e| {
-                                        Error::Decode {
-                                            endpoint: format!("{endpoint} ({event})"),
-                                            path: ".".to_owned(),
-                                            message: e.to_string(),
-                                        }
-                                    }));
-                                }
-                            }
-                        }
-                    }
-                }
-            },
-        ))
     }
 }
 

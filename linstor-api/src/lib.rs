@@ -11,17 +11,14 @@
 //! # }
 //! ```
 
-pub mod cache;
 pub mod client;
 mod compact;
 pub mod config;
 pub mod error;
-pub mod events;
 pub mod models;
 #[cfg(feature = "simulator")]
 pub mod sim;
 
-pub use cache::CachedClient;
 pub use client::{Client, NodeFilter, ResourceDefinitionFilter, ResourceViewFilter};
 pub use config::{Auth, ClientBuilder};
 pub use error::{ConfigError, Error, Reports, Result};

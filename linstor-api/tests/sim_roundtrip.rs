@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use futures::StreamExt;
+use common::{NodeEvents, plain_http};
 use linstor_api::models::{
     NodeEvacuate, NodeEvent, NodeModify, NodeRestore, ResourceDefinitionModify, VolumeDefinitionModify, flags,
 };
@@ -442,8 +442,9 @@ async fn evacuation_respects_autoplace_target_and_do_not_target() {
 
 #[tokio::test]
 async fn node_event_stream() {
-    let (_sim, c) = start().await;
-    let mut events = Box::pin(c.node_events().await.unwrap());
+    let (sim, c) = start().await;
+    let mut events = NodeEvents::open(&plain_http(), &sim.http_url().unwrap()).await;
+    assert_eq!(events.content_type(), Some("text/event-stream"));
     c.modify_node(
         "node-a",
         &NodeModify {
@@ -457,12 +458,7 @@ async fn node_event_stream() {
     c.restore_node("node-d", &NodeRestore::default()).await.unwrap();
     let mut got = Vec::new();
     for _ in 0..3 {
-        let ev = tokio::time::timeout(Duration::from_secs(10), events.next())
-            .await
-            .unwrap()
-            .unwrap()
-            .unwrap();
-        got.push(ev);
+        got.push(events.next().await);
     }
     match &got[0] {
         NodeEvent::Modified(m) => {
@@ -578,22 +574,6 @@ async fn request_counters_per_endpoint() {
     assert!(sim.counters().is_empty());
 }
 
-/// An HTTP client for raw requests to the simulator's plain-HTTP listener.
-fn plain_http() -> reqwest::Client {
-    reqwest::Client::builder()
-        .tls_backend_preconfigured(
-            rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
-                rustls::crypto::ring::default_provider(),
-            ))
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_root_certificates(rustls::RootCertStore::empty())
-            .with_no_client_auth(),
-        )
-        .build()
-        .unwrap()
-}
-
 async fn raw(
     http: &reqwest::Client,
     method: reqwest::Method,
@@ -616,18 +596,7 @@ async fn raw(
 async fn cluster_set_up_over_http_and_state_save_load() {
     let sim = Simulator::start(SimState::default()).await.unwrap();
     let base = sim.http_url().unwrap();
-    let http = reqwest::Client::builder()
-        .tls_backend_preconfigured(
-            rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
-                rustls::crypto::ring::default_provider(),
-            ))
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_root_certificates(rustls::RootCertStore::empty())
-            .with_no_client_auth(),
-        )
-        .build()
-        .unwrap();
+    let http = plain_http();
     use reqwest::Method as M;
     use serde_json::json;
     for n in ["n1", "n2", "n3"] {
@@ -951,19 +920,8 @@ async fn restorer_restores_evacuated_nodes_and_re_evacuation_adds_no_replica() {
         .unwrap();
     let base = sim.http_url().unwrap();
     let c = Client::builder().controllers([&base]).build().unwrap();
-    let http = reqwest::Client::builder()
-        .tls_backend_preconfigured(
-            rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
-                rustls::crypto::ring::default_provider(),
-            ))
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_root_certificates(rustls::RootCertStore::empty())
-            .with_no_client_auth(),
-        )
-        .build()
-        .unwrap();
-    let mut events = Box::pin(c.node_events().await.unwrap());
+    let http = plain_http();
+    let mut events = NodeEvents::open(&http, &base).await;
     let (s, v) = raw(
         &http,
         reqwest::Method::GET,
@@ -984,11 +942,7 @@ async fn restorer_restores_evacuated_nodes_and_re_evacuation_adds_no_replica() {
     assert!(sim.restorations() >= 1);
     let mut names = Vec::new();
     while !names.iter().any(|n| n == "node-restored") {
-        let ev = tokio::time::timeout(Duration::from_secs(10), events.next())
-            .await
-            .expect("a node-restored event")
-            .unwrap()
-            .unwrap();
+        let ev = events.next().await;
         if let NodeEvent::Restored(r) = &ev {
             assert_eq!(r.node.as_ref().unwrap().name, "node-d");
         }

@@ -2,8 +2,9 @@
 //! benchmarks.
 //!
 //! The simulator keeps a [`SimState`] (nodes, resource definitions, volume definitions,
-//! resources) and answers the calls of [`crate::Client`] plus the calls needed to set a cluster
-//! up, with the bodies and status codes of a real controller. It serves plain HTTP and,
+//! resources) and answers the calls of [`crate::Client`], the calls needed to set a cluster up
+//! and the node event stream (`GET /v1/events/nodes`, server-sent events), with the bodies and
+//! status codes of a real controller. It serves plain HTTP and,
 //! optionally, HTTPS with client-certificate verification.
 //!
 //! Besides the LINSTOR paths it serves a control API under `/sim/`:
