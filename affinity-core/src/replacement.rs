@@ -126,7 +126,7 @@ pub enum SavedStateError {
     InvalidJson {
         /// Where the property was found.
         saved_on: SavedStateLocation,
-        /// The property's text, abbreviated to [`SHOWN_TEXT_CHARS`] characters.
+        /// The property's text; past its first 64 characters cut and marked `...`.
         text: String,
         /// The decoder's error, with line and column.
         source: serde_json::Error,

@@ -11,16 +11,10 @@
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 #[allow(unsafe_code)]
 pub fn use_one_arena() {
-    /// glibc's `M_ARENA_MAX` parameter of `mallopt`.
-    const M_ARENA_MAX: std::ffi::c_int = -8;
-    unsafe extern "C" {
-        /// glibc: sets an allocator parameter; returns 1 on success.
-        fn mallopt(param: std::ffi::c_int, value: std::ffi::c_int) -> std::ffi::c_int;
-    }
     // SAFETY: mallopt takes plain integers and has no precondition; M_ARENA_MAX only bounds how
     // many arenas later allocations may create.
     unsafe {
-        mallopt(M_ARENA_MAX, 1);
+        libc::mallopt(libc::M_ARENA_MAX, 1);
     }
 }
 
@@ -29,14 +23,10 @@ pub fn use_one_arena() {
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 #[allow(unsafe_code)]
 pub fn release_free_memory() {
-    unsafe extern "C" {
-        /// glibc: releases free memory of every arena; `pad` bytes stay at the heap top.
-        fn malloc_trim(pad: usize) -> std::ffi::c_int;
-    }
     // SAFETY: malloc_trim takes no pointer and has no precondition; it only hands pages that hold
     // no live allocation back to the kernel, and is safe to call from any thread.
     unsafe {
-        malloc_trim(0);
+        libc::malloc_trim(0);
     }
 }
 

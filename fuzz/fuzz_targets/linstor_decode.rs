@@ -4,7 +4,6 @@
 
 use libfuzzer_sys::fuzz_target;
 use linstor_api::client::{decode_json, decode_reports};
-use linstor_api::events::SseParser;
 use linstor_api::models::{
     ApiCallRc, ControllerVersion, Node, NodeEvent, Resource, ResourceDefinition, ResourceWithVolumes,
     VolumeDefinition,
@@ -34,14 +33,6 @@ fuzz_target!(|data: &[u8]| {
         6 => round_trip::<ControllerVersion>(body),
         7 => {
             let _ = decode_reports(body);
-        }
-        8 => {
-            let mut parser = SseParser::default();
-            for chunk in body.chunks(7) {
-                for (event, data) in parser.push(chunk) {
-                    let _ = NodeEvent::decode(&event, &data);
-                }
-            }
         }
         _ => {
             let text = String::from_utf8_lossy(body);

@@ -4,8 +4,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
 use bytes::Bytes;
-use futures::Stream;
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use reqwest::header::{AUTHORIZATION, HeaderValue};
 use reqwest::{Method, StatusCode, Url};
 use serde::Serialize;
@@ -13,11 +15,10 @@ use serde::de::DeserializeOwned;
 
 use crate::config::{Auth, ClientBuilder};
 use crate::error::{ConfigError, Error, Reports, Result, chain};
-use crate::events::SseParser;
 use crate::json_array::{ArraySplitter, FeedError, SplitError};
 use crate::models::{
-    ApiCallRc, ControllerVersion, Node, NodeEvacuate, NodeEvent, NodeModify, NodeRestore, Resource,
-    ResourceDefinition, ResourceDefinitionModify, ResourceWithVolumes, VolumeDefinitionModify,
+    ApiCallRc, ControllerVersion, Node, NodeEvacuate, NodeModify, NodeRestore, Resource, ResourceDefinition,
+    ResourceDefinitionModify, ResourceWithVolumes, VolumeDefinitionModify,
 };
 
 /// Filter of [`Client::list_nodes`].
@@ -68,18 +69,19 @@ struct Inner {
     timeout: Duration,
 }
 
+/// The bytes a path segment keeps as they are: RFC 3986's unreserved characters.
+const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
+
 /// Builds `/v1/...` with percent-encoded path segments.
 fn path(segments: &[&str]) -> String {
     let mut out = String::from("/v1");
     for s in segments {
         out.push('/');
-        for b in s.bytes() {
-            if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
-                out.push(b as char);
-            } else {
-                out.push_str(&format!("%{b:02X}"));
-            }
-        }
+        out.extend(utf8_percent_encode(s, SEGMENT));
     }
     out
 }
@@ -132,7 +134,7 @@ impl ClientBuilder {
             Auth::Basic { username, password } => {
                 let raw = format!("{username}:{password}");
                 let mut v =
-                    HeaderValue::from_str(&format!("Basic {}", base64(raw.as_bytes()))).map_err(|_| {
+                    HeaderValue::from_str(&format!("Basic {}", BASE64.encode(raw))).map_err(|_| {
                         ConfigError::InvalidVar {
                             var: "LS_USERNAME/LS_PASSWORD".to_owned(),
                             reason: "not usable in an HTTP header".to_owned(),
@@ -169,28 +171,6 @@ impl ClientBuilder {
             }),
         })
     }
-}
-
-/// Standard base64 with padding.
-fn base64(input: &[u8]) -> String {
-    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::with_capacity(input.len().div_ceil(3) * 4);
-    for chunk in input.chunks(3) {
-        let b = [
-            chunk[0],
-            chunk.get(1).copied().unwrap_or(0),
-            chunk.get(2).copied().unwrap_or(0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(T[((n >> (18 - 6 * i)) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
 }
 
 impl Client {
@@ -561,78 +541,6 @@ impl Client {
     pub async fn controller_version(&self) -> Result<ControllerVersion> {
         self.get_json("/v1/controller/version", &[]).await
     }
-
-    /// Subscribes to node events (`GET /v1/events/nodes`, server-sent events).
-    ///
-    /// Returns once the controller accepted the subscription; the stream ends when the
-    /// controller closes it. Events that fail to decode are yielded as [`Error::Decode`] and the
-    /// stream goes on.
-    pub async fn node_events(&self) -> Result<impl Stream<Item = Result<NodeEvent>> + Send + 'static> {
-        let endpoint = "GET /v1/events/nodes".to_owned();
-        let (resp, base) = self
-            .send(Method::GET, "/v1/events/nodes", &[], None, true)
-            .await?;
-        let status = resp.status();
-        if !status.is_success() {
-            let bytes = resp.bytes().await.unwrap_or_default();
-            check_status(&endpoint, status, &bytes)?;
-            return Err(Error::Status {
-                endpoint,
-                status: status.as_u16(),
-                reports: Reports::default(),
-                body: body_excerpt(&bytes),
-            });
-        }
-        let body = Box::pin(resp.bytes_stream());
-        let state = (
-            body,
-            SseParser::default(),
-            std::collections::VecDeque::new(),
-            false,
-        );
-        Ok(futures::stream::unfold(
-            state,
-            move |(mut body, mut parser, mut queue, mut done)| {
-                let endpoint = endpoint.clone();
-                let base = base.clone();
-                async move {
-                    use futures::StreamExt;
-                    loop {
-                        if let Some(item) = queue.pop_front() {
-                            return Some((item, (body, parser, queue, done)));
-                        }
-                        if done {
-                            return None;
-                        }
-                        match body.next().await {
-                            None => {
-                                done = true;
-                            }
-                            Some(Err(e)) => {
-                                done = true;
-                                queue.push_back(Err(Error::Transfer {
-                                    endpoint: endpoint.clone(),
-                                    url: base.to_string(),
-                                    message: chain(&e),
-                                }));
-                            }
-                            Some(Ok(chunk)) => {
-                                for (event, data) in parser.push(&chunk) {
-                                    queue.push_back(NodeEvent::decode(&event, &data).map_err(|e| {
-                                        Error::Decode {
-                                            endpoint: format!("{endpoint} ({event})"),
-                                            path: ".".to_owned(),
-                                            message: e.to_string(),
-                                        }
-                                    }));
-                                }
-                            }
-                        }
-                    }
-                }
-            },
-        ))
-    }
 }
 
 /// The JSON path of `path` inside element `index` of a list.
@@ -679,21 +587,6 @@ fn check_status(endpoint: &str, status: StatusCode, body: &[u8]) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn base64_matches_rfc4648_vectors() {
-        for (i, o) in [
-            ("", ""),
-            ("f", "Zg=="),
-            ("fo", "Zm8="),
-            ("foo", "Zm9v"),
-            ("foob", "Zm9vYg=="),
-            ("fooba", "Zm9vYmE="),
-            ("foobar", "Zm9vYmFy"),
-        ] {
-            assert_eq!(base64(i.as_bytes()), o);
-        }
-    }
 
     #[test]
     fn path_segments_are_encoded() {

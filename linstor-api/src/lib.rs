@@ -11,18 +11,15 @@
 //! # }
 //! ```
 
-pub mod cache;
 pub mod client;
 mod compact;
 pub mod config;
 pub mod error;
-pub mod events;
 pub mod json_array;
 pub mod models;
 #[cfg(feature = "simulator")]
 pub mod sim;
 
-pub use cache::CachedClient;
 pub use client::{Client, NodeFilter, ResourceDefinitionFilter, ResourceViewFilter};
 pub use config::{Auth, ClientBuilder};
 pub use error::{ConfigError, Error, Reports, Result};

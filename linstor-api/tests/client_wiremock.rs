@@ -255,6 +255,32 @@ async fn basic_auth_and_user_agent_headers() {
 }
 
 #[tokio::test]
+async fn basic_auth_sends_standard_padded_base64_of_user_colon_password() {
+    // Expected values computed independently; they cover zero, one and two padding characters,
+    // the `+`/`/` end of the alphabet and non-ASCII (UTF-8) credentials.
+    let cases = [
+        ("Aladdin", "open sesame", "QWxhZGRpbjpvcGVuIHNlc2FtZQ=="),
+        ("u", "??>???", "dTo/Pz4/Pz8="),
+        ("\u{fc}", "p:w", "w7w6cDp3"),
+        ("ab", "c", "YWI6Yw=="),
+    ];
+    for (user, password, encoded) in cases {
+        let server = MockServer::start().await;
+        Mock::given(method("GET"))
+            .and(path("/v1/controller/version"))
+            .and(header("authorization", format!("Basic {encoded}").as_str()))
+            .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({"version": "1"})))
+            .expect(1)
+            .mount(&server)
+            .await;
+        let c = client_for(&server, &[("LS_USERNAME", user), ("LS_PASSWORD", password)]).await;
+        c.controller_version()
+            .await
+            .unwrap_or_else(|e| panic!("{user}:{password} not sent as {encoded}: {e}"));
+    }
+}
+
+#[tokio::test]
 async fn bearer_token_from_text_and_json_files() {
     let dir = std::env::temp_dir().join(format!("linstor-api-tok-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();

@@ -6,12 +6,12 @@
 //! When the description is missing the test is skipped locally, and fails when `CI=true`.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
+
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
-use futures::StreamExt;
-use linstor_api::events::SseParser;
+use common::NodeEvents;
 use linstor_api::sim::{Fault, FaultKind, Simulator, load_state_file};
 use serde_json::{Value, json};
 
@@ -209,18 +209,8 @@ async fn simulator_answers_match_the_official_api_description() {
     let rd = "pvc-0b7e3d6a-5c1f-4c2e-9a51-2f0d3f1e7a01";
 
     // Event stream first, so the changes below produce events.
-    let resp = c
-        .http
-        .get(format!("{}/v1/events/nodes", c.base))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status().as_u16(), 200);
-    assert_eq!(
-        resp.headers().get("content-type").and_then(|v| v.to_str().ok()),
-        Some("text/event-stream")
-    );
-    let mut events = Box::pin(resp.bytes_stream());
+    let mut events = NodeEvents::open(&c.http, &c.base).await;
+    assert_eq!(events.content_type(), Some("text/event-stream"));
 
     // Reads.
     c.call("get", "/v1/nodes", "/v1/nodes", None, 200, None).await;
@@ -549,7 +539,6 @@ async fn simulator_answers_match_the_official_api_description() {
         .as_array()
         .unwrap()
         .clone();
-    let mut parser = SseParser::default();
     let mut seen = std::collections::BTreeSet::new();
     let wanted = [
         "node-create",
@@ -559,20 +548,14 @@ async fn simulator_answers_match_the_official_api_description() {
         "node-modified",
     ];
     while seen.len() < wanted.len() {
-        let chunk = tokio::time::timeout(Duration::from_secs(10), events.next())
-            .await
-            .expect("events arrive")
-            .expect("stream open")
-            .unwrap();
-        for (name, data) in parser.push(&chunk) {
-            let alt = alternatives
-                .iter()
-                .find(|a| a["properties"]["event"]["enum"][0] == json!(name))
-                .unwrap_or_else(|| panic!("event {name} is not in the API description"));
-            let data: Value = serde_json::from_str(&data).unwrap();
-            spec.check(&format!("event {name}"), &alt["properties"]["data"], &data);
-            seen.insert(name);
-        }
+        let (name, data) = events.next_raw().await;
+        let alt = alternatives
+            .iter()
+            .find(|a| a["properties"]["event"]["enum"][0] == json!(name))
+            .unwrap_or_else(|| panic!("event {name} is not in the API description"));
+        let data: Value = serde_json::from_str(&data).unwrap();
+        spec.check(&format!("event {name}"), &alt["properties"]["data"], &data);
+        seen.insert(name);
     }
     assert!(wanted.iter().all(|w| seen.contains(*w)), "{seen:?}");
     assert!(c.checked >= 30, "only {} answers checked", c.checked);

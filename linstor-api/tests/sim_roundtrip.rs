@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use futures::StreamExt;
+use common::{NodeEvents, plain_http};
 use linstor_api::models::{
     NodeEvacuate, NodeEvent, NodeModify, NodeRestore, ResourceDefinitionModify, VolumeDefinitionModify, flags,
 };
@@ -251,6 +251,113 @@ async fn definition_properties_round_trip() {
 }
 
 #[tokio::test]
+async fn names_with_slash_space_and_percent_reach_the_simulator_intact() {
+    let node = "odd node/%41";
+    let rd = "odd rd/a%20b";
+    let mut state = cluster();
+    state.nodes.push(SimNode::new(node));
+    state
+        .resource_definitions
+        .push(SimResourceDefinition::new(rd, 1024).resource(SimResource::diskful(node)));
+    let sim = Simulator::start(state).await.unwrap();
+    let c = Client::builder()
+        .controllers([sim.http_url().unwrap()])
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+
+    c.modify_node(
+        node,
+        &NodeModify {
+            override_props: [("Aux/x".to_owned(), "1".to_owned())].into(),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    // One segment each: the `/` in the name did not split it.
+    assert_eq!(sim.count("PUT /v1/nodes/{node}"), 1);
+    let got = c.get_node(node).await.unwrap();
+    assert_eq!(got.name, node);
+    assert_eq!(got.props.get("Aux/x").map(String::as_str), Some("1"));
+    assert!(!c.get_node("node-a").await.unwrap().props.contains_key("Aux/x"));
+
+    let resources = c.list_resources(rd).await.unwrap();
+    assert_eq!(
+        resources
+            .iter()
+            .map(|r| (r.name.as_str(), r.node_name.as_str()))
+            .collect::<Vec<_>>(),
+        [(rd, node)]
+    );
+    c.modify_volume_definition(
+        rd,
+        0,
+        &VolumeDefinitionModify {
+            override_props: [("Aux/y".to_owned(), "2".to_owned())].into(),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        sim.count("PUT /v1/resource-definitions/{resource}/volume-definitions/{volume_number}"),
+        1
+    );
+    let rds = c
+        .list_resource_definitions(&ResourceDefinitionFilter {
+            resource_definitions: vec![rd.into()],
+            with_volume_definitions: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(rds.len(), 1);
+    assert_eq!(rds[0].name, rd);
+    assert_eq!(
+        rds[0].volume_definitions[0]
+            .props
+            .get("Aux/y")
+            .map(String::as_str),
+        Some("2")
+    );
+}
+
+#[tokio::test]
+async fn query_values_decode_plus_and_percent_twenty_as_space() {
+    let mut state = SimState::default();
+    state.nodes.push(SimNode::new("n1").prop("Aux/x", "a b+c"));
+    state.nodes.push(SimNode::new("n2").prop("Aux/x", "a b c"));
+    let sim = Simulator::start(state).await.unwrap();
+    let base = sim.http_url().unwrap();
+    let http = plain_http();
+    let names = |query: &'static str| {
+        let http = http.clone();
+        let url = format!("{base}/v1/nodes?{query}");
+        async move {
+            let body = http.get(url).send().await.unwrap().bytes().await.unwrap();
+            let nodes: Vec<linstor_api::models::Node> = serde_json::from_slice(&body).unwrap();
+            nodes.into_iter().map(|n| n.name).collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(names("props=Aux/x=a+b%2Bc").await, ["n1"]);
+    assert_eq!(names("props=Aux%2Fx%3Da%20b%2Bc").await, ["n1"]);
+    assert_eq!(names("props=Aux/x=a+b+c").await, ["n2"]);
+    assert_eq!(names("props=Aux/x=a%20b%20c&&nodes=N2,&").await, ["n2"]);
+    assert!(names("props=Aux/x=a%2520b%2520c").await.is_empty());
+    // Property values with `+` and spaces also arrive intact from the client.
+    let c = Client::builder().controllers([base.clone()]).build().unwrap();
+    let found = c
+        .list_nodes(&NodeFilter {
+            nodes: vec![],
+            props: vec!["Aux/x=a b+c".into()],
+        })
+        .await
+        .unwrap();
+    assert_eq!(found.iter().map(|n| n.name.as_str()).collect::<Vec<_>>(), ["n1"]);
+}
+
+#[tokio::test]
 async fn controller_version_answers() {
     let (_sim, c) = start().await;
     let v = c.controller_version().await.unwrap();
@@ -335,8 +442,9 @@ async fn evacuation_respects_autoplace_target_and_do_not_target() {
 
 #[tokio::test]
 async fn node_event_stream() {
-    let (_sim, c) = start().await;
-    let mut events = Box::pin(c.node_events().await.unwrap());
+    let (sim, c) = start().await;
+    let mut events = NodeEvents::open(&plain_http(), &sim.http_url().unwrap()).await;
+    assert_eq!(events.content_type(), Some("text/event-stream"));
     c.modify_node(
         "node-a",
         &NodeModify {
@@ -350,12 +458,7 @@ async fn node_event_stream() {
     c.restore_node("node-d", &NodeRestore::default()).await.unwrap();
     let mut got = Vec::new();
     for _ in 0..3 {
-        let ev = tokio::time::timeout(Duration::from_secs(10), events.next())
-            .await
-            .unwrap()
-            .unwrap()
-            .unwrap();
-        got.push(ev);
+        got.push(events.next().await);
     }
     match &got[0] {
         NodeEvent::Modified(m) => {
@@ -493,18 +596,7 @@ async fn raw(
 async fn cluster_set_up_over_http_and_state_save_load() {
     let sim = Simulator::start(SimState::default()).await.unwrap();
     let base = sim.http_url().unwrap();
-    let http = reqwest::Client::builder()
-        .tls_backend_preconfigured(
-            rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
-                rustls::crypto::ring::default_provider(),
-            ))
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_root_certificates(rustls::RootCertStore::empty())
-            .with_no_client_auth(),
-        )
-        .build()
-        .unwrap();
+    let http = plain_http();
     use reqwest::Method as M;
     use serde_json::json;
     for n in ["n1", "n2", "n3"] {
@@ -828,19 +920,8 @@ async fn restorer_restores_evacuated_nodes_and_re_evacuation_adds_no_replica() {
         .unwrap();
     let base = sim.http_url().unwrap();
     let c = Client::builder().controllers([&base]).build().unwrap();
-    let http = reqwest::Client::builder()
-        .tls_backend_preconfigured(
-            rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
-                rustls::crypto::ring::default_provider(),
-            ))
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_root_certificates(rustls::RootCertStore::empty())
-            .with_no_client_auth(),
-        )
-        .build()
-        .unwrap();
-    let mut events = Box::pin(c.node_events().await.unwrap());
+    let http = plain_http();
+    let mut events = NodeEvents::open(&http, &base).await;
     let (s, v) = raw(
         &http,
         reqwest::Method::GET,
@@ -861,11 +942,7 @@ async fn restorer_restores_evacuated_nodes_and_re_evacuation_adds_no_replica() {
     assert!(sim.restorations() >= 1);
     let mut names = Vec::new();
     while !names.iter().any(|n| n == "node-restored") {
-        let ev = tokio::time::timeout(Duration::from_secs(10), events.next())
-            .await
-            .expect("a node-restored event")
-            .unwrap()
-            .unwrap();
+        let ev = events.next().await;
         if let NodeEvent::Restored(r) = &ev {
             assert_eq!(r.node.as_ref().unwrap().name, "node-d");
         }

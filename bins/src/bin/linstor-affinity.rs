@@ -309,7 +309,7 @@ struct PlanArgs {
     #[arg(long)]
     only_drift: bool,
 
-    /// Write each replacement PV as <OUTDIR>/<pv-name>.yaml, for review.
+    /// Write each replacement PV as OUTDIR/PV-NAME.yaml, for review.
     #[arg(long, value_name = "OUTDIR")]
     emit_manifests: Option<PathBuf>,
 

@@ -2,8 +2,9 @@
 //! benchmarks.
 //!
 //! The simulator keeps a [`SimState`] (nodes, resource definitions, volume definitions,
-//! resources) and answers the calls of [`crate::Client`] plus the calls needed to set a cluster
-//! up, with the bodies and status codes of a real controller. It serves plain HTTP and,
+//! resources) and answers the calls of [`crate::Client`], the calls needed to set a cluster up
+//! and the node event stream (`GET /v1/events/nodes`, server-sent events), with the bodies and
+//! status codes of a real controller. It serves plain HTTP and,
 //! optionally, HTTPS with client-certificate verification.
 //!
 //! Besides the LINSTOR paths it serves a control API under `/sim/`:
@@ -55,6 +56,7 @@ use http_body_util::{BodyExt, Full, Limited, StreamBody};
 use hyper::body::{Frame, Incoming};
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
+use percent_encoding::percent_decode_str;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use serde::{Deserialize, Serialize};
@@ -797,36 +799,21 @@ fn replies(status: StatusCode, r: SimResult) -> Response<Body> {
     }
 }
 
-fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' && i + 2 < bytes.len() {
-            let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).ok();
-            if let Some(v) = hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
-                out.push(v);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
+/// A path segment with its percent-encoded bytes decoded; invalid UTF-8 is replaced.
+fn decode_segment(s: &str) -> String {
+    percent_decode_str(s).decode_utf8_lossy().into_owned()
 }
 
 struct Query(Vec<(String, String)>);
 
 impl Query {
+    /// Decodes an `application/x-www-form-urlencoded` query string.
     fn parse(q: Option<&str>) -> Query {
-        let mut out = Vec::new();
-        for pair in q.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
-            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-            let dec = |s: &str| percent_decode(&s.replace('+', " "));
-            out.push((dec(k), dec(v)));
-        }
-        Query(out)
+        Query(
+            form_urlencoded::parse(q.unwrap_or("").as_bytes())
+                .map(|(k, v)| (k.into_owned(), v.into_owned()))
+                .collect(),
+        )
     }
 
     /// All values of `key`; comma-separated values are split too.
@@ -923,7 +910,7 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<
     let segs: Vec<String> = path
         .split('/')
         .filter(|s| !s.is_empty())
-        .map(percent_decode)
+        .map(decode_segment)
         .collect();
     let key = format!("{method} {}", template(&segs));
     *lock(&shared.counters).entry(key.clone()).or_insert(0) += 1;
@@ -1327,13 +1314,6 @@ mod tests {
             "/v1/resource-definitions/{resource}/resources/{node}"
         );
         assert_eq!(t("/v1/view/resources"), "/v1/view/resources");
-    }
-
-    #[test]
-    fn percent_decoding() {
-        assert_eq!(percent_decode("a%20b%2Fc"), "a b/c");
-        assert_eq!(percent_decode("bad%zz%"), "bad%zz%");
-        assert_eq!(percent_decode("%4"), "%4");
     }
 
     #[test]
