@@ -13,16 +13,35 @@ use crate::watch::WatchSink;
 pub type ClassParameters = HashMap<String, Properties>;
 
 /// The cluster's StorageClasses, as the watch last saw them.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct StorageClassCache {
     classes: Mutex<Arc<ClassParameters>>,
     pending: Mutex<Option<ClassParameters>>,
+    synced: tokio::sync::watch::Sender<bool>,
+}
+
+impl Default for StorageClassCache {
+    fn default() -> Self {
+        Self {
+            classes: Mutex::default(),
+            pending: Mutex::default(),
+            synced: tokio::sync::watch::Sender::new(false),
+        }
+    }
 }
 
 impl StorageClassCache {
-    /// An empty cache.
+    /// An empty cache, not synced yet.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Resolves once a complete list has been received: before that, a
+    /// StorageClass that exists could look missing.
+    pub async fn wait_synced(&self) {
+        let mut synced = self.synced.subscribe();
+        // Only fails when the sender is gone, and the sender is `self`.
+        let _ = synced.wait_for(|synced| *synced).await;
     }
 
     /// The parameters of every StorageClass. Cheap: the map is shared and
@@ -53,6 +72,7 @@ impl WatchSink<StorageClass> for StorageClassCache {
     fn list_done(&self) {
         if let Some(complete) = lock(&self.pending).take() {
             *lock(&self.classes) = Arc::new(complete);
+            self.synced.send_replace(true);
         }
     }
 
@@ -95,6 +115,23 @@ mod tests {
             provisioner: "linstor.csi.linbit.com".to_owned(),
             ..StorageClass::default()
         }
+    }
+
+    #[tokio::test]
+    async fn synced_only_once_a_list_is_complete() {
+        let cache = StorageClassCache::new();
+        let wait = cache.wait_synced();
+        tokio::pin!(wait);
+        cache.list_started();
+        cache.listed(class("local", "false"));
+        assert!(
+            futures::poll!(wait.as_mut()).is_pending(),
+            "a list only counts once complete"
+        );
+        cache.list_done();
+        tokio::time::timeout(std::time::Duration::from_secs(5), wait)
+            .await
+            .unwrap();
     }
 
     #[test]

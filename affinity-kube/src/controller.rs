@@ -210,9 +210,15 @@ impl Controller {
     }
 
     async fn reconcile_loop(&self, shutdown: &CancellationToken) {
+        let synced = async {
+            self.pvs.wait_synced().await;
+            if self.settings.paths.watch_storage_classes {
+                self.classes.wait_synced().await;
+            }
+        };
         tokio::select! {
             () = shutdown.cancelled() => return,
-            () = self.pvs.wait_synced() => {}
+            () = synced => {}
         }
         self.parts.readiness.set_ready(true);
         info!(pvs = self.pvs.len(), "PV cache synced");

@@ -3,10 +3,12 @@
 //!
 //! `N` LINSTOR PVs in sync (single replica, local-only policy, each with
 //! `mountOptions`) and bound claims; the release controller binary runs at
-//! the default `--reconcile-rate` and we read, over several cycles, its
-//! resident memory, its CPU time per cycle and the LINSTOR requests per
-//! cycle. With `--drift M`, M replicas then move to another node at once
-//! and we time the replacements and the rebinding of the claims.
+//! the default `--reconcile-rate` and we read its time to the end of the
+//! first pass and, over several cycles, its resident memory (steady and
+//! high-water mark), its CPU time and pass duration per cycle, and the
+//! LINSTOR and Kubernetes requests (and LINSTOR bytes) per cycle. With
+//! `--drift M`, M replicas then move to another node at once and we time
+//! the replacements and the rebinding of the claims.
 //!
 //! Run through `scripts/bench-controller`, which builds the binaries first.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -246,9 +248,32 @@ async fn watch_drift(
     panic!("the watches ended");
 }
 
+/// How many objects of `api` with the label are `Bound`, read with a paged list.
+async fn count_bound<K>(api: &Api<K>, label: &ListParams, phase: fn(&K) -> Option<&str>) -> usize
+where
+    K: Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let mut params = label.clone().limit(500);
+    let mut bound = 0;
+    loop {
+        let page = api.list(&params).await.unwrap();
+        bound += page
+            .items
+            .iter()
+            .filter(|object| phase(object) == Some("Bound"))
+            .count();
+        match page.metadata.continue_.filter(|token| !token.is_empty()) {
+            Some(token) => params = params.continue_token(&token),
+            None => return bound,
+        }
+    }
+}
+
 /// Resident memory of a process, in KiB.
 struct Resident {
     total: u64,
+    /// The high-water mark since the start.
+    peak: u64,
     /// Heap and stacks.
     anonymous: u64,
     /// Mapped files: the binary and its libraries.
@@ -268,6 +293,7 @@ fn usage(pid: u32) -> (Resident, Duration) {
     };
     let resident = Resident {
         total: kib("VmRSS:"),
+        peak: kib("VmHWM:"),
         anonymous: kib("RssAnon:"),
         files: kib("RssFile:"),
     };
@@ -363,7 +389,7 @@ async fn main() {
     let pvs: Api<PersistentVolume> = env.pvs();
     let pvcs: Api<PersistentVolumeClaim> = env.pvcs();
     futures::stream::iter(names.iter().enumerate())
-        .for_each_concurrent(32, |(i, name)| {
+        .for_each_concurrent(64, |(i, name)| {
             let options = VolumeOptions {
                 storage_class: Some(class.clone()),
                 node_affinity: Some(on_node(&home(i))),
@@ -375,18 +401,21 @@ async fn main() {
         })
         .await;
     let label = ListParams::default().labels(&format!("{TEST_LABEL}={}", env.prefix()));
+    let created = started.elapsed();
     loop {
-        let bound_claims = pvcs.list(&label).await.unwrap().items;
-        let bound_volumes = pvs.list(&label).await.unwrap().items;
-        let bound = |phase: Option<&str>| phase == Some("Bound");
-        if bound_claims.iter().filter(|pvc| bound(pvc_phase(pvc))).count() == args.pvs
-            && bound_volumes.iter().filter(|pv| bound(pv_phase(pv))).count() == args.pvs
-        {
+        let bound_claims = count_bound(&pvcs, &label, pvc_phase).await;
+        let bound_volumes = count_bound(&pvs, &label, pv_phase).await;
+        if bound_claims == args.pvs && bound_volumes == args.pvs {
             break;
         }
-        tokio::time::sleep(Duration::from_secs(1)).await;
+        tokio::time::sleep(Duration::from_secs(5)).await;
     }
-    eprintln!("setup: {} bound PVs in {:.0?}", args.pvs, started.elapsed());
+    println!(
+        "setup                        {} bound pairs in {:.0} s ({:.0} s to create)",
+        args.pvs,
+        started.elapsed().as_secs_f64(),
+        created.as_secs_f64()
+    );
 
     // The controller.
     let controller = LoggedProcess::spawn(
@@ -406,6 +435,7 @@ async fn main() {
             .env_remove("RUST_LOG"),
     );
     let pid = controller.pid();
+    let spawned = Instant::now();
     let metrics_line = controller
         .wait_for_line("metrics endpoint", Duration::from_secs(120))
         .await;
@@ -432,6 +462,8 @@ async fn main() {
 
     // Steady state: skip the first cycle (cache fill), then measure.
     let first = wait_cycles(0.0, 1).await;
+    let ready = spawned.elapsed();
+    let (started_rss, _) = usage(pid);
     assert_eq!(metric(&first, "linstor_affinity_controller_pvs_out_of_sync"), 0.0);
     let cycles0 = metric(&first, reconciles);
     let (_, cpu0) = usage(pid);
@@ -440,19 +472,50 @@ async fn main() {
     let (rss, cpu1) = usage(pid);
     let cycles = metric(&last, reconciles) - cycles0;
     let linstor = linstor_requests(&sim) - linstor0;
+    let per_cycle = |name: &str| (metric(&last, name) - metric(&first, name)) / cycles;
+    let duration = |values: &BTreeMap<String, f64>| {
+        let series = |suffix: &str| {
+            metric(
+                values,
+                &format!(
+                    "linstor_affinity_controller_reconciles_duration_{suffix}{{reconciler=\"AffinityReconciler\"}}"
+                ),
+            )
+        };
+        (series("sum"), series("count"))
+    };
+    let ((sum0, count0), (sum1, count1)) = (duration(&first), duration(&last));
     println!("pvs                          {}", args.pvs);
     let mib = |kib: u64| kib as f64 / 1024.0;
+    println!(
+        "first pass done after start  {:.1} s (high-water mark then {:.1} MiB)",
+        ready.as_secs_f64(),
+        mib(started_rss.peak)
+    );
     println!(
         "steady RSS                   {:.1} MiB ({:.1} MiB heap and stacks, {:.1} MiB mapped files)",
         mib(rss.total),
         mib(rss.anonymous),
         mib(rss.files)
     );
+    println!("high-water mark              {:.1} MiB", mib(rss.peak));
     println!(
         "CPU per reconcile cycle      {:.4} s ({cycles} cycles)",
         (cpu1 - cpu0).as_secs_f64() / cycles
     );
+    println!(
+        "full pass duration           {:.3} s (mean, LINSTOR read included)",
+        (sum1 - sum0) / (count1 - count0).max(1.0)
+    );
     println!("LINSTOR requests per cycle   {:.2}", linstor as f64 / cycles);
+    println!(
+        "LINSTOR bytes per cycle      {:.1} MB (resource definitions and resources)",
+        per_cycle("linstor_affinity_controller_linstor_received_bytes_total") / 1e6
+    );
+    println!(
+        "API requests per cycle       {:.2} (watches aside)",
+        per_cycle("linstor_affinity_controller_kubernetes_requests_total")
+    );
 
     if args.drift > 0 {
         let kube_requests = "linstor_affinity_controller_kubernetes_requests_total";

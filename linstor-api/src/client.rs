@@ -203,7 +203,6 @@ impl Client {
         path: &str,
         query: &[(&str, &str)],
         body: Option<Bytes>,
-        streaming: bool,
     ) -> Result<(reqwest::Response, Url)> {
         let endpoint = format!("{method} {path}");
         let n = self.inner.bases.len();
@@ -234,11 +233,7 @@ impl Client {
                     .header(reqwest::header::CONTENT_TYPE, "application/json")
                     .body(b.clone());
             }
-            let fut = if streaming {
-                req.send()
-            } else {
-                req.timeout(self.inner.timeout).send()
-            };
+            let fut = req.timeout(self.inner.timeout).send();
             let result = tokio::time::timeout(self.inner.timeout, fut).await;
             match result {
                 Err(_) => {
@@ -296,7 +291,7 @@ impl Client {
         body: Option<Bytes>,
     ) -> Result<Bytes> {
         let endpoint = format!("{method} {path}");
-        let (resp, base) = self.send(method, path, query, body, false).await?;
+        let (resp, base) = self.send(method, path, query, body).await?;
         let status = resp.status();
         let bytes = resp
             .bytes()
@@ -339,7 +334,7 @@ impl Client {
         mut each: impl FnMut(T),
     ) -> Result<u64> {
         let endpoint = format!("GET {path}");
-        let (mut resp, base) = self.send(Method::GET, path, query, None, false).await?;
+        let (mut resp, base) = self.send(Method::GET, path, query, None).await?;
         let status = resp.status();
         if !status.is_success() {
             let body = resp
