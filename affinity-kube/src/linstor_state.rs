@@ -42,6 +42,24 @@ struct Placement {
     flags: Vec<String>,
 }
 
+/// What decisions read of a resource definition in the list.
+#[derive(serde::Deserialize)]
+struct DefinitionFacts {
+    name: String,
+    #[serde(default)]
+    props: Properties,
+    #[serde(default)]
+    volume_definitions: Vec<VolumeFacts>,
+}
+
+/// What decisions read of a volume definition.
+#[derive(serde::Deserialize)]
+struct VolumeFacts {
+    volume_number: Option<i32>,
+    #[serde(default)]
+    props: Properties,
+}
+
 /// The properties decisions read, of a resource definition's or volume
 /// definition's properties.
 fn decision_properties(properties: &Properties, key: &str) -> Properties {
@@ -88,7 +106,7 @@ async fn fetch_filtered(client: &Client, names: &[String]) -> Result<LinstorStat
         let mut definitions = Vec::new();
         let mut warnings = Vec::new();
         let bytes = client
-            .list_resource_definitions_each(&filter, |definition: ResourceDefinition| {
+            .list_resource_definitions_each(&filter, |definition: DefinitionFacts| {
                 definitions.push(definition_state(&definition, &mut warnings));
             })
             .await
@@ -148,17 +166,20 @@ async fn fetch_filtered(client: &Client, names: &[String]) -> Result<LinstorStat
 }
 
 /// What decisions read of a resource definition and its volume definitions.
-fn definition_state(definition: &ResourceDefinition, warnings: &mut Vec<String>) -> ResourceDefinitionState {
+fn definition_state(definition: &DefinitionFacts, warnings: &mut Vec<String>) -> ResourceDefinitionState {
     ResourceDefinitionState {
         name: definition.name.clone(),
         properties: decision_properties(&definition.props, SKIP_PROPERTY),
         volume_definitions: definition
             .volume_definitions
             .iter()
-            .filter_map(|volume| volume_definition(&definition.name, volume, warnings))
-            .map(|volume| VolumeDefinitionState {
-                properties: decision_properties(&volume.properties, SAVED_PV_PROPERTY),
-                ..volume
+            .filter_map(|volume| {
+                let read = VolumeDefinition {
+                    volume_number: volume.volume_number,
+                    props: decision_properties(&volume.props, SAVED_PV_PROPERTY),
+                    ..VolumeDefinition::default()
+                };
+                volume_definition(&definition.name, &read, warnings)
             })
             .collect(),
     }

@@ -6,6 +6,7 @@
 //!
 //! ```no_run
 //! # async fn example() -> Result<(), Box<dyn std::error::Error>> {
+//! use affinity_kube::throttle::ThrottleLayer;
 //! use clap::Parser;
 //! use linstor_affinity_cli::kube_args::{KubeArgs, client};
 //!
@@ -16,7 +17,7 @@
 //! }
 //!
 //! let cli = Cli::parse();
-//! let client = client(cli.kube.config().await?, None)?;
+//! let client = client(cli.kube.config().await?, &ThrottleLayer::new(50.0, 100))?;
 //! # let _ = client;
 //! # Ok(())
 //! # }
