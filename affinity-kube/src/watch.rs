@@ -43,22 +43,27 @@ where
 {
     let kind = K::kind(&K::DynamicType::default()).into_owned();
     let config = watcher::Config::default().page_size(LIST_PAGE_SIZE);
-    let mut events = watcher::watcher(api, config).default_backoff().boxed();
+    // The watcher's stream does not end; should it, a new one lists again.
     loop {
-        tokio::select! {
-            () = shutdown.cancelled() => return,
-            event = events.next() => match event {
-                Some(Ok(Event::Init)) => {
-                    debug!(%kind, "listing");
-                    sink.list_started();
-                }
-                Some(Ok(Event::InitApply(object))) => sink.listed(object),
-                Some(Ok(Event::InitDone)) => sink.list_done(),
-                Some(Ok(Event::Apply(object))) => sink.applied(object),
-                Some(Ok(Event::Delete(object))) => sink.deleted(object),
-                Some(Err(error)) => warn!(%kind, %error, "watch failed; retrying"),
-                None => return,
-            },
+        let mut events = watcher::watcher(api.clone(), config.clone())
+            .default_backoff()
+            .boxed();
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                event = events.next() => match event {
+                    Some(Ok(Event::Init)) => {
+                        debug!(%kind, "listing");
+                        sink.list_started();
+                    }
+                    Some(Ok(Event::InitApply(object))) => sink.listed(object),
+                    Some(Ok(Event::InitDone)) => sink.list_done(),
+                    Some(Ok(Event::Apply(object))) => sink.applied(object),
+                    Some(Ok(Event::Delete(object))) => sink.deleted(object),
+                    Some(Err(error)) => warn!(%kind, %error, "watch failed; retrying"),
+                    None => break,
+                },
+            }
         }
     }
 }
