@@ -368,7 +368,6 @@ fn affinity_hash(affinity: &VolumeNodeAffinity) -> u64 {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
 
     use k8s_openapi::api::core::v1::{
         CSIPersistentVolumeSource, NodeSelector, NodeSelectorRequirement, NodeSelectorTerm,
@@ -380,6 +379,7 @@ mod tests {
     use crate::names::{
         CSI_DRIVER, OVERRIDE_ANNOTATION_PREFIX, VOLUME_CONTEXT_MARKER, VOLUME_CONTEXT_POLICY,
     };
+    use crate::test_util::pairs;
 
     fn on(node: &str) -> VolumeNodeAffinity {
         VolumeNodeAffinity {
@@ -402,14 +402,7 @@ mod tests {
         annotations: &[(&str, &str)],
         attributes: &[(&str, &str)],
     ) -> PersistentVolume {
-        let map = |pairs: &[(&str, &str)]| -> Option<BTreeMap<String, String>> {
-            (!pairs.is_empty()).then(|| {
-                pairs
-                    .iter()
-                    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-                    .collect()
-            })
-        };
+        let map = |literal: &[(&str, &str)]| (!literal.is_empty()).then(|| pairs(literal));
         PersistentVolume {
             metadata: ObjectMeta {
                 name: Some(name.to_owned()),
