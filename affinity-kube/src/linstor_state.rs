@@ -46,7 +46,7 @@ struct Placement {
 #[derive(serde::Deserialize)]
 struct DefinitionFacts {
     name: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "skip_property")]
     props: Properties,
     #[serde(default)]
     volume_definitions: Vec<VolumeFacts>,
@@ -56,17 +56,68 @@ struct DefinitionFacts {
 #[derive(serde::Deserialize)]
 struct VolumeFacts {
     volume_number: Option<i32>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "saved_pv_property")]
     props: Properties,
 }
 
-/// The properties decisions read, of a resource definition's or volume
-/// definition's properties.
-fn decision_properties(properties: &Properties, key: &str) -> Properties {
-    properties
-        .get_key_value(key)
-        .map(|(key, value)| Properties::from([(key.clone(), value.clone())]))
-        .unwrap_or_default()
+/// A resource definition's properties, of which decisions read only the
+/// skip property.
+fn skip_property<'de, D: serde::Deserializer<'de>>(properties: D) -> Result<Properties, D::Error> {
+    properties.deserialize_map(KeptProperty(SKIP_PROPERTY))
+}
+
+/// A volume definition's properties, of which decisions read only the saved
+/// PV.
+fn saved_pv_property<'de, D: serde::Deserializer<'de>>(properties: D) -> Result<Properties, D::Error> {
+    properties.deserialize_map(KeptProperty(SAVED_PV_PROPERTY))
+}
+
+/// Decodes a property map into the entry of one key; the other entries are
+/// skipped without being allocated, as there are many per definition and
+/// thousands of definitions per pass.
+struct KeptProperty(&'static str);
+
+impl<'de> serde::de::Visitor<'de> for KeptProperty {
+    type Value = Properties;
+
+    fn expecting(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.write_str("a map of property names to values")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut entries: A) -> Result<Properties, A::Error> {
+        let mut kept = Properties::new();
+        while let Some(is_kept) = entries.next_key_seed(IsKey(self.0))? {
+            if is_kept {
+                kept.insert(self.0.to_owned(), entries.next_value()?);
+            } else {
+                entries.next_value::<serde::de::IgnoredAny>()?;
+            }
+        }
+        Ok(kept)
+    }
+}
+
+/// Decodes a map key into whether it is the given key.
+struct IsKey(&'static str);
+
+impl<'de> serde::de::DeserializeSeed<'de> for IsKey {
+    type Value = bool;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, key: D) -> Result<bool, D::Error> {
+        key.deserialize_str(self)
+    }
+}
+
+impl serde::de::Visitor<'_> for IsKey {
+    type Value = bool;
+
+    fn expecting(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.write_str("a property name")
+    }
+
+    fn visit_str<E: serde::de::Error>(self, key: &str) -> Result<bool, E> {
+        Ok(key == self.0)
+    }
 }
 
 /// Why LINSTOR state could not be fetched.
@@ -107,7 +158,7 @@ async fn fetch_filtered(client: &Client, names: &[String]) -> Result<LinstorStat
         let mut warnings = Vec::new();
         let bytes = client
             .list_resource_definitions_each(&filter, |definition: DefinitionFacts| {
-                definitions.push(definition_state(&definition, &mut warnings));
+                definitions.push(definition_state(definition, &mut warnings));
             })
             .await
             .map_err(|source| FetchError {
@@ -166,22 +217,23 @@ async fn fetch_filtered(client: &Client, names: &[String]) -> Result<LinstorStat
 }
 
 /// What decisions read of a resource definition and its volume definitions.
-fn definition_state(definition: &DefinitionFacts, warnings: &mut Vec<String>) -> ResourceDefinitionState {
+fn definition_state(definition: DefinitionFacts, warnings: &mut Vec<String>) -> ResourceDefinitionState {
+    let volume_definitions = definition
+        .volume_definitions
+        .into_iter()
+        .filter_map(|volume| {
+            let read = VolumeDefinition {
+                volume_number: volume.volume_number,
+                props: volume.props,
+                ..VolumeDefinition::default()
+            };
+            volume_definition(&definition.name, &read, warnings)
+        })
+        .collect();
     ResourceDefinitionState {
-        name: definition.name.clone(),
-        properties: decision_properties(&definition.props, SKIP_PROPERTY),
-        volume_definitions: definition
-            .volume_definitions
-            .iter()
-            .filter_map(|volume| {
-                let read = VolumeDefinition {
-                    volume_number: volume.volume_number,
-                    props: decision_properties(&volume.props, SAVED_PV_PROPERTY),
-                    ..VolumeDefinition::default()
-                };
-                volume_definition(&definition.name, &read, warnings)
-            })
-            .collect(),
+        name: definition.name,
+        properties: definition.props,
+        volume_definitions,
     }
 }
 
@@ -356,6 +408,30 @@ mod tests {
                 .any(|replica| replica.node_name == "b" && !replica.is_healthy_diskful())
         );
         assert!((2..300).all(|i| state.snapshot.resources(&format!("pvc-{i}")).len() == 1));
+    }
+
+    #[test]
+    fn a_definition_keeps_only_the_properties_decisions_read() {
+        // The skip key is written with an escape, as JSON allows; other
+        // entries of any type are skipped.
+        let json = br#"{"name": "pvc-1",
+            "props": {"DrbdOptions/x": "1", "Aux\/affinity-updater-skip": "true", "Odd": {"a": [1]}},
+            "volume_definitions": [{"volume_number": 0,
+                "props": {"Aux/affinity-updater-saved-pv": "{}", "Aux/affinity-updater-skip": "no"}}]}"#;
+        let facts: DefinitionFacts = serde_json::from_slice(json).unwrap();
+        let state = definition_state(facts, &mut Vec::new());
+        assert_eq!(
+            state.properties,
+            Properties::from([(SKIP_PROPERTY.to_owned(), "true".to_owned())])
+        );
+        assert_eq!(
+            state.volume_definitions[0].properties,
+            Properties::from([(SAVED_PV_PROPERTY.to_owned(), "{}".to_owned())])
+        );
+        let not_text = serde_json::from_slice::<DefinitionFacts>(
+            br#"{"name": "a", "props": {"Aux/affinity-updater-skip": 1}}"#,
+        );
+        assert!(not_text.is_err(), "a kept property must be text");
     }
 
     #[test]

@@ -14,13 +14,15 @@
 //!
 //! Criterion then measures `view_resources_30k` (decoding only: the decoded value is dropped
 //! outside the timed section) and `view_resources_30k_with_drop` (decoding and dropping the
-//! result); its throughput is in MiB/s.
+//! result), and `split_view_resources_30k` (finding the elements as the streaming decode does,
+//! in 16 KiB chunks, without decoding them); its throughput is in MiB/s.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use linstor_api::client::decode_json;
+use linstor_api::json_array::ArraySplitter;
 use linstor_api::models::ResourceWithVolumes;
 use linstor_api::sim::{SimNode, SimResource, SimResourceDefinition, SimState};
 
@@ -122,6 +124,25 @@ fn decode(body: &[u8]) -> Vec<ResourceWithVolumes> {
     }
 }
 
+/// Elements of `body` found by the streaming splitter, fed in chunks of the size an HTTP body
+/// arrives in.
+fn split(body: &[u8]) -> usize {
+    const CHUNK: usize = 16 * 1024;
+    let mut splitter = ArraySplitter::new();
+    let mut elements = 0;
+    for chunk in body.chunks(CHUNK) {
+        let fed = splitter.feed(chunk, |_| {
+            elements += 1;
+            Ok::<(), ()>(())
+        });
+        if fed.is_err() {
+            eprintln!("splitting failed: {fed:?}");
+            std::process::exit(1);
+        }
+    }
+    elements
+}
+
 /// Seconds of CPU time this thread has used, if the platform tells.
 fn thread_cpu_seconds() -> Option<f64> {
     let text = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
@@ -199,6 +220,9 @@ fn bench(c: &mut Criterion) {
     });
     g.bench_function("view_resources_30k_with_drop", |b| {
         b.iter(|| decode(std::hint::black_box(&body)))
+    });
+    g.bench_function("split_view_resources_30k", |b| {
+        b.iter(|| split(std::hint::black_box(&body)))
     });
     g.finish();
 }

@@ -78,9 +78,9 @@ impl ArraySplitter {
         chunk: &[u8],
         mut element: impl FnMut(&[u8]) -> Result<(), E>,
     ) -> Result<(), FeedError<E>> {
-        for &byte in chunk {
-            let offset = self.offset;
-            self.offset += 1;
+        let mut at = 0;
+        while let Some(&byte) = chunk.get(at) {
+            let offset = self.offset + at;
             let bad = |message| Err(FeedError::Split(SplitError { offset, message }));
             match self.position {
                 Position::Start => match byte {
@@ -94,23 +94,45 @@ impl ArraySplitter {
                     b']' | b',' => return bad("expected an array element"),
                     _ => {
                         self.position = Position::InElement;
-                        if self.take(byte) {
-                            self.complete(&mut element)?;
-                        }
+                        // The element starts here; `at` is not advanced, so
+                        // the scan below reads this byte too.
+                        continue;
                     }
                 },
                 Position::InElement => {
-                    // A scalar element ends at the separator after it.
-                    if self.depth == 0 && !self.in_string && matches!(byte, b',' | b']') {
-                        self.complete(&mut element)?;
-                        self.position = if byte == b',' {
-                            Position::BeforeElement { first: false }
+                    let rest = &chunk[at..];
+                    let scanned = self.scan(rest);
+                    let (taken, end) = match scanned {
+                        Scan::Open => (rest.len(), None),
+                        Scan::Closed(taken) => (taken, Some(Position::AfterElement)),
+                        // The separator ends a scalar and is not part of it.
+                        Scan::Separator(taken, b',') => {
+                            (taken + 1, Some(Position::BeforeElement { first: false }))
+                        }
+                        Scan::Separator(taken, _) => (taken + 1, Some(Position::Done)),
+                    };
+                    let bytes = match scanned {
+                        Scan::Separator(before, _) => &rest[..before],
+                        _ => &rest[..taken],
+                    };
+                    at += taken;
+                    if let Some(next) = end {
+                        self.position = next;
+                        self.depth = 0;
+                        // An element inside one chunk is handed over without a copy.
+                        let result = if self.element.is_empty() {
+                            element(bytes)
                         } else {
-                            Position::Done
+                            self.element.extend_from_slice(bytes);
+                            let result = element(&self.element);
+                            self.element.clear();
+                            result
                         };
-                    } else if self.take(byte) {
-                        self.complete(&mut element)?;
+                        result.map_err(FeedError::Element)?;
+                    } else {
+                        self.element.extend_from_slice(bytes);
                     }
+                    continue;
                 }
                 Position::AfterElement => match byte {
                     b',' => self.position = Position::BeforeElement { first: false },
@@ -124,7 +146,9 @@ impl ArraySplitter {
                     }
                 }
             }
+            at += 1;
         }
+        self.offset += chunk.len();
         Ok(())
     }
 
@@ -140,40 +164,63 @@ impl ArraySplitter {
         }
     }
 
-    /// Adds `byte` to the element; true when it closes the element (an
-    /// object, array or string at depth 0).
-    fn take(&mut self, byte: u8) -> bool {
-        self.element.push(byte);
-        if self.in_string {
-            if self.escaped {
-                self.escaped = false;
-            } else if byte == b'\\' {
-                self.escaped = true;
-            } else if byte == b'"' {
-                self.in_string = false;
-                return self.depth == 0;
+    /// Reads element bytes from the start of `bytes` until the element ends
+    /// or the bytes run out, keeping nesting and string state across chunks.
+    /// Most of an answer is inside strings, which are skipped to their next
+    /// quote or backslash in one tight loop.
+    fn scan(&mut self, bytes: &[u8]) -> Scan {
+        let mut at = 0;
+        while at < bytes.len() {
+            if self.in_string {
+                if self.escaped {
+                    self.escaped = false;
+                    at += 1;
+                    continue;
+                }
+                match bytes[at..].iter().position(|&byte| byte == b'"' || byte == b'\\') {
+                    Some(found) => at += found,
+                    None => return Scan::Open,
+                }
+                if bytes[at] == b'\\' {
+                    self.escaped = true;
+                } else {
+                    self.in_string = false;
+                    if self.depth == 0 {
+                        return Scan::Closed(at + 1);
+                    }
+                }
+                at += 1;
+                continue;
             }
-            return false;
-        }
-        match byte {
-            b'"' => self.in_string = true,
-            b'{' | b'[' => self.depth += 1,
-            b'}' | b']' => {
-                self.depth = self.depth.saturating_sub(1);
-                return self.depth == 0;
+            match bytes[at] {
+                b'"' => self.in_string = true,
+                b'{' | b'[' => self.depth += 1,
+                separator @ (b',' | b']') if self.depth == 0 => return Scan::Separator(at, separator),
+                b'}' | b']' => {
+                    // A stray `}` at depth 0 closes the element too; serde
+                    // then rejects it.
+                    self.depth = self.depth.saturating_sub(1);
+                    if self.depth == 0 {
+                        return Scan::Closed(at + 1);
+                    }
+                }
+                _ => {}
             }
-            _ => {}
+            at += 1;
         }
-        false
+        Scan::Open
     }
+}
 
-    fn complete<E>(&mut self, element: &mut impl FnMut(&[u8]) -> Result<(), E>) -> Result<(), FeedError<E>> {
-        self.position = Position::AfterElement;
-        let result = element(&self.element).map_err(FeedError::Element);
-        self.element.clear();
-        self.depth = 0;
-        result
-    }
+/// How far [`ArraySplitter::scan`] read.
+#[derive(Clone, Copy, Debug)]
+enum Scan {
+    /// The bytes ran out inside the element.
+    Open,
+    /// The element ended with the byte before this offset.
+    Closed(usize),
+    /// A scalar element ended before the separator at this offset.
+    Separator(usize, u8),
 }
 
 /// Why feeding stopped.
