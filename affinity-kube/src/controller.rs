@@ -60,6 +60,12 @@ pub struct ControllerSettings {
     pub property_namespace: Option<String>,
     /// Name of this instance in events.
     pub instance: String,
+    /// Name of the controller reporting the events; usually
+    /// [`affinity_core::names::EVENT_REPORTING_CONTROLLER`].
+    pub reporting_controller: String,
+    /// Annotation whose changing value nudges the claim of a re-created PV;
+    /// usually [`crate::replace::DEFAULT_REBIND_ANNOTATION`].
+    pub rebind_annotation: String,
     /// The optional paths RBAC leaves on ([`crate::permissions::probe`]).
     pub paths: Paths,
 }
@@ -159,13 +165,16 @@ impl Controller {
         let mut protocol =
             ReplaceProtocol::new(parts.kube.clone(), parts.linstor.clone(), &settings.instance)
                 .with_leadership(parts.leadership.clone())
-                .with_paths(settings.paths);
+                .with_paths(settings.paths)
+                .with_reporting_controller(&settings.reporting_controller)
+                .with_rebind_annotation(&settings.rebind_annotation);
         if let Some(observer) = &parts.observer {
             protocol = protocol.with_observer(Arc::clone(observer));
         }
         Self {
             events: EventReporter::new(parts.kube.clone(), &settings.instance)
-                .with_apis(settings.paths.events),
+                .with_apis(settings.paths.events)
+                .with_reporting_controller(&settings.reporting_controller),
             property_namespace: Mutex::default(),
             settings,
             parts,

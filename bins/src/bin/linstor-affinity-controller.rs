@@ -17,6 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use affinity_core::drain::{DeletePolicy, DrainPolicy, DrainSettings, PolicyNameError};
+use affinity_core::names::EVENT_REPORTING_CONTROLLER;
 use affinity_kube::controller::{Controller, ControllerParts, ControllerSettings};
 use affinity_kube::drain::{DrainConfig, DrainReconciler};
 use affinity_kube::events::EventReporter;
@@ -25,7 +26,7 @@ use affinity_kube::leader::{LeaderElector, LeaseSettings};
 use affinity_kube::metrics::Metrics;
 use affinity_kube::migrate::migrate_properties;
 use affinity_kube::permissions::{self, Grants, Paths};
-use affinity_kube::replace::StepObserver;
+use affinity_kube::replace::{DEFAULT_REBIND_ANNOTATION, StepObserver};
 use affinity_kube::throttle::ThrottleLayer;
 use clap::{ArgAction, CommandFactory, Parser, Subcommand, ValueEnum};
 use linstor_affinity_cli::duration::parse_duration;
@@ -325,6 +326,8 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         workers: usize::try_from(cli.workers).unwrap_or(usize::MAX),
         property_namespace: non_empty(&cli.property_namespace),
         instance: format!("linstor-affinity-controller@{identity}"),
+        reporting_controller: EVENT_REPORTING_CONTROLLER.to_owned(),
+        rebind_annotation: DEFAULT_REBIND_ANNOTATION.to_owned(),
         // Set below, from what the API server grants.
         paths: Paths::ALL,
     };
@@ -394,7 +397,9 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             reconcile_rate: settings.reconcile_rate,
             property_namespace: settings.property_namespace.clone(),
         };
-        let events = EventReporter::new(kube.clone(), &settings.instance).with_apis(settings.paths.events);
+        let events = EventReporter::new(kube.clone(), &settings.instance)
+            .with_apis(settings.paths.events)
+            .with_reporting_controller(&settings.reporting_controller);
         DrainReconciler::new(
             config,
             kube.clone(),
