@@ -211,6 +211,9 @@ const EXIT_BIND: u8 = 3;
 
 /// Pause between attempts to ask the API server for the permissions.
 const PERMISSION_RETRY: Duration = Duration::from_secs(2);
+/// How long a shutdown waits for the elector to release the Lease (a read
+/// and a write); past it the Lease expires after its duration.
+const LEASE_RELEASE_BOUND: Duration = Duration::from_secs(5);
 
 /// Threads of the async runtime: the controller mostly waits for the network, and one thread per
 /// core of a large node would only add stacks and allocator state.
@@ -374,7 +377,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
     }
     metrics.set_paths(&settings.paths);
 
-    let leadership = if cli.leader_election {
+    let (leadership, election) = if cli.leader_election {
         let lease = LeaseSettings {
             namespace: lock.namespace,
             name: lock.name,
@@ -385,10 +388,9 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         };
         let elector = LeaderElector::new(kube.clone(), lease).map_err(|e| failure(EXIT_CONFIG, e))?;
         let leadership = elector.leadership();
-        tokio::spawn(elector.run(shutdown.clone()));
-        leadership
+        (leadership, Some(elector.spawn(shutdown.clone())))
     } else {
-        affinity_kube::leader::Leadership::always()
+        (affinity_kube::leader::Leadership::always(), None)
     };
     let observer = step_observer(&cli);
     let drain = settings.paths.node_drain.then(|| {
@@ -426,9 +428,11 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         }
         None => controller.run(shutdown.clone()).await,
     }
-    // Let the elector release the Lease before the runtime stops.
+    // The elector releases the Lease before the runtime stops.
     shutdown.cancel();
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    if let Some(election) = election {
+        election.wait_released(LEASE_RELEASE_BOUND).await;
+    }
     info!("stopped");
     Ok(())
 }
