@@ -3,7 +3,8 @@
 //!
 //! - gather: the PV and StorageClass caches (kept by watch) and LINSTOR,
 //!   read with three requests per pass whatever the number of volumes;
-//! - decide: [`affinity_core::Planner`] and [`crate::reconcile`];
+//! - decide: [`affinity_core::Planner`], whose decisions become the
+//!   pass's operations and warnings;
 //! - act, only while leading: warning events, then the operations with at
 //!   most `workers` in parallel, the pass bounded by `timeout`. Each
 //!   operation reads its PV fresh and decides again before writing.
@@ -31,9 +32,10 @@ use crate::events::{CLAIM_GONE_REASON, EventReporter};
 use crate::http::Readiness;
 use crate::leader::Leadership;
 use crate::linstor_state::{self, FetchError};
+use crate::lock;
 use crate::metrics::Metrics;
 use crate::permissions::Paths;
-use crate::pv_cache::{PvCache, lock};
+use crate::pv_cache::PvCache;
 use crate::reconcile::{Operation, OperationKind, PassWork, PvWarning, decide_again, pass_work};
 use crate::replace::{ReplaceError, ReplaceProtocol, StepObserver};
 use crate::watch::run_watch;
@@ -189,6 +191,12 @@ impl Controller {
     /// The PV cache (for example to report its size).
     pub fn pv_cache(&self) -> &Arc<PvCache> {
         &self.pvs
+    }
+
+    /// The StorageClass cache; it stays empty when StorageClasses may not be
+    /// watched ([`Paths::watch_storage_classes`]).
+    pub fn class_cache(&self) -> &Arc<StorageClassCache> {
+        &self.classes
     }
 
     /// Runs until `shutdown` is cancelled. Operations in flight at shutdown

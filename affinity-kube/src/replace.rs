@@ -926,7 +926,7 @@ mod tests {
 
     impl StepObserver for Steps {
         fn step_done(&self, _pv: &str, step: ReplaceStep) -> BoxFuture<'static, ()> {
-            crate::pv_cache::lock(&self.0).push(step);
+            crate::lock(&self.0).push(step);
             Box::pin(std::future::ready(()))
         }
     }
@@ -966,6 +966,6 @@ mod tests {
         };
         assert_eq!(error.action, IntentAction::Saving);
         assert!(error.to_string().contains("the store is read-only"), "{error}");
-        assert!(crate::pv_cache::lock(&steps.0).is_empty(), "no step was done");
+        assert!(crate::lock(&steps.0).is_empty(), "no step was done");
     }
 }
