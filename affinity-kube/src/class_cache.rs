@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use affinity_core::k8s_openapi::api::storage::v1::StorageClass;
 use affinity_core::{Properties, class_parameters};
 
-use crate::pv_cache::lock;
+use crate::lock;
 use crate::watch::WatchSink;
 
 /// StorageClass parameters by StorageClass name.
@@ -20,20 +20,14 @@ pub struct StorageClassCache {
     synced: tokio::sync::watch::Sender<bool>,
 }
 
-impl Default for StorageClassCache {
-    fn default() -> Self {
+impl StorageClassCache {
+    /// An empty cache, not synced yet; the controller's watch fills it.
+    pub(crate) fn new() -> Self {
         Self {
             classes: Mutex::default(),
             pending: Mutex::default(),
             synced: tokio::sync::watch::Sender::new(false),
         }
-    }
-}
-
-impl StorageClassCache {
-    /// An empty cache, not synced yet.
-    pub fn new() -> Self {
-        Self::default()
     }
 
     /// Resolves once a complete list has been received: before that, a

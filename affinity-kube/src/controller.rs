@@ -3,7 +3,8 @@
 //!
 //! - gather: the PV and StorageClass caches (kept by watch) and LINSTOR,
 //!   read with three requests per pass whatever the number of volumes;
-//! - decide: [`affinity_core::Planner`] and [`crate::reconcile`];
+//! - decide: [`affinity_core::Planner`], whose decisions become the
+//!   pass's operations and warnings;
 //! - act, only while leading: warning events, then the operations with at
 //!   most `workers` in parallel, the pass bounded by `timeout`. Each
 //!   operation reads its PV fresh and decides again before writing.
@@ -31,9 +32,10 @@ use crate::events::{CLAIM_GONE_REASON, EventReporter};
 use crate::http::Readiness;
 use crate::leader::Leadership;
 use crate::linstor_state::{self, FetchError};
+use crate::lock;
 use crate::metrics::Metrics;
 use crate::permissions::Paths;
-use crate::pv_cache::{PvCache, lock};
+use crate::pv_cache::PvCache;
 use crate::reconcile::{Operation, OperationKind, PassWork, PvWarning, decide_again, pass_work};
 use crate::replace::{ReplaceError, ReplaceProtocol, StepObserver};
 use crate::watch::run_watch;
@@ -60,6 +62,12 @@ pub struct ControllerSettings {
     pub property_namespace: Option<String>,
     /// Name of this instance in events.
     pub instance: String,
+    /// Name of the controller reporting the events; usually
+    /// [`affinity_core::names::EVENT_REPORTING_CONTROLLER`].
+    pub reporting_controller: String,
+    /// Annotation whose changing value nudges the claim of a re-created PV;
+    /// usually [`crate::replace::DEFAULT_REBIND_ANNOTATION`].
+    pub rebind_annotation: String,
     /// The optional paths RBAC leaves on ([`crate::permissions::probe`]).
     pub paths: Paths,
 }
@@ -159,13 +167,16 @@ impl Controller {
         let mut protocol =
             ReplaceProtocol::new(parts.kube.clone(), parts.linstor.clone(), &settings.instance)
                 .with_leadership(parts.leadership.clone())
-                .with_paths(settings.paths);
+                .with_paths(settings.paths)
+                .with_reporting_controller(&settings.reporting_controller)
+                .with_rebind_annotation(&settings.rebind_annotation);
         if let Some(observer) = &parts.observer {
             protocol = protocol.with_observer(Arc::clone(observer));
         }
         Self {
             events: EventReporter::new(parts.kube.clone(), &settings.instance)
-                .with_apis(settings.paths.events),
+                .with_apis(settings.paths.events)
+                .with_reporting_controller(&settings.reporting_controller),
             property_namespace: Mutex::default(),
             settings,
             parts,
@@ -180,6 +191,12 @@ impl Controller {
     /// The PV cache (for example to report its size).
     pub fn pv_cache(&self) -> &Arc<PvCache> {
         &self.pvs
+    }
+
+    /// The StorageClass cache; it stays empty when StorageClasses may not be
+    /// watched ([`Paths::watch_storage_classes`]).
+    pub fn class_cache(&self) -> &Arc<StorageClassCache> {
+        &self.classes
     }
 
     /// Runs until `shutdown` is cancelled. Operations in flight at shutdown

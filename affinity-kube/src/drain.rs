@@ -39,13 +39,13 @@ use tracing::{debug, info, warn};
 use crate::events::EventReporter;
 use crate::leader::Leadership;
 use crate::linstor_state;
+use crate::lock;
 use crate::metrics::Metrics;
 use crate::node_cache::NodeCache;
-use crate::pv_cache::lock;
 use crate::watch::run_watch;
 
 /// Time between rounds while a node is evacuated or waits for a slot.
-pub const DRAINING_ROUND: Duration = Duration::from_secs(1);
+pub(crate) const DRAINING_ROUND: Duration = Duration::from_secs(1);
 /// How long a resource definition stays in focus after it was last seen
 /// on a node being evacuated: the affinity must still drop the old node.
 const FOCUS_LINGER: Duration = Duration::from_secs(30);
@@ -170,6 +170,11 @@ impl DrainReconciler {
     /// every round while a node is evacuated (empty once none is).
     pub fn focus(&self) -> watch::Receiver<BTreeSet<String>> {
         self.focus.subscribe()
+    }
+
+    /// The Kubernetes nodes, as this reconciler's watch last saw them.
+    pub fn node_cache(&self) -> &Arc<NodeCache> {
+        &self.nodes
     }
 
     /// Runs until `shutdown` is cancelled.

@@ -31,6 +31,8 @@ const CLUSTER_EVENT_NAMESPACE: &str = "default";
 pub struct EventReporter {
     client: Client,
     instance: String,
+    /// The controller named as the events' reporter.
+    reporting_controller: String,
     apis: EventApis,
 }
 
@@ -43,13 +45,23 @@ enum EventApi {
 
 impl EventReporter {
     /// A reporter posting through `client` with both APIs; `instance` names
-    /// this controller instance.
+    /// this controller instance, and the events name
+    /// [`EVENT_REPORTING_CONTROLLER`] as their reporter until
+    /// [`Self::with_reporting_controller`] says otherwise.
     pub fn new(client: Client, instance: impl Into<String>) -> Self {
         Self {
             client,
             instance: instance.into(),
+            reporting_controller: EVENT_REPORTING_CONTROLLER.to_owned(),
             apis: EventApis::ALL,
         }
+    }
+
+    /// Names `reporting_controller` as the events' reporter (their
+    /// `reportingController`, `reportingComponent` and `source.component`).
+    pub fn with_reporting_controller(mut self, reporting_controller: impl Into<String>) -> Self {
+        self.reporting_controller = reporting_controller.into();
+        self
     }
 
     /// Uses only the Event APIs `apis` allows.
@@ -178,7 +190,7 @@ impl EventReporter {
             reason: Some(text.reason.to_owned()),
             note: Some(text.message.to_owned()),
             type_: Some(text.type_.to_owned()),
-            reporting_controller: Some(EVENT_REPORTING_CONTROLLER.to_owned()),
+            reporting_controller: Some(self.reporting_controller.clone()),
             reporting_instance: Some(self.instance.clone()),
             regarding: Some(regarding.clone()),
             ..Event::default()
@@ -202,13 +214,13 @@ impl EventReporter {
             message: Some(text.message.to_owned()),
             type_: Some(text.type_.to_owned()),
             source: Some(EventSource {
-                component: Some(EVENT_REPORTING_CONTROLLER.to_owned()),
+                component: Some(self.reporting_controller.clone()),
                 host: None,
             }),
             first_timestamp: Some(Time(now)),
             last_timestamp: Some(Time(now)),
             count: Some(1),
-            reporting_component: Some(EVENT_REPORTING_CONTROLLER.to_owned()),
+            reporting_component: Some(self.reporting_controller.clone()),
             reporting_instance: Some(self.instance.clone()),
             ..CoreEvent::default()
         };

@@ -1,6 +1,12 @@
-//! The intent log of the replace protocol: the replacement PV saved on the
-//! LINSTOR volume definition before the live PV is touched.
+//! The intent log of the replace protocol: the replacement PV saved before
+//! the live PV is touched.
+//!
+//! [`IntentLog`] is where intents are kept. Its default implementation, on
+//! [`linstor_api::Client`], keeps each intent in a property of the volume's
+//! LINSTOR volume definition, where the controller's next pass finds it; an
+//! embedder may keep them elsewhere by implementing the trait.
 
+use std::fmt;
 use std::future::Future;
 
 use affinity_core::VolumeId;
@@ -9,20 +15,55 @@ use linstor_api::Client;
 use linstor_api::error::Reports;
 use linstor_api::models::VolumeDefinitionModify;
 
-/// Why the intent log could not be written.
-#[derive(Debug, thiserror::Error)]
-#[error("volume {volume}: {action} the saved PV property: {source}")]
-pub struct IntentLogError {
-    /// The volume whose definition holds the intent.
-    pub volume: VolumeId,
-    /// What was attempted: "saving" or "clearing".
-    pub action: &'static str,
-    /// The LINSTOR error.
-    pub source: linstor_api::Error,
+/// The error of an intent store, whatever its kind.
+pub type IntentStoreError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// What was done to the intent log when it failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IntentAction {
+    /// Saving an intent.
+    Saving,
+    /// Clearing an intent.
+    Clearing,
 }
 
-/// Where replace intents are kept.
-pub trait IntentLog {
+impl fmt::Display for IntentAction {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Saving => "saving",
+            Self::Clearing => "clearing",
+        })
+    }
+}
+
+/// Why the intent log could not be written. Whatever the cause, the write
+/// counts as not done: the protocol does not go on after a failed save.
+#[derive(Debug, thiserror::Error)]
+#[error("volume {volume}: {action} the saved PV: {source}")]
+pub struct IntentLogError {
+    /// The volume whose intent it is.
+    pub volume: VolumeId,
+    /// What was attempted.
+    pub action: IntentAction,
+    /// The store's own error; for the LINSTOR store a [`linstor_api::Error`].
+    pub source: IntentStoreError,
+}
+
+impl IntentLogError {
+    /// `action` on the intent of `volume` failed because of `source`.
+    pub fn new(volume: &VolumeId, action: IntentAction, source: impl Into<IntentStoreError>) -> Self {
+        Self {
+            volume: volume.clone(),
+            action,
+            source: source.into(),
+        }
+    }
+}
+
+/// Where replace intents are kept. An implementation must report success
+/// only once the intent is stored durably: the protocol deletes the live PV
+/// after a successful [`Self::save`], relying on the intent to re-create it.
+pub trait IntentLog: Send + Sync {
     /// Saves `saved_pv_json` as the intent for `volume`, replacing any earlier one.
     fn save(
         &self,
@@ -34,15 +75,13 @@ pub trait IntentLog {
     fn clear(&self, volume: &VolumeId) -> impl Future<Output = Result<(), IntentLogError>> + Send;
 }
 
+/// The default store: a property of the volume's LINSTOR volume definition.
+/// Error replies inside a successful answer are a failed write.
 impl IntentLog for Client {
     async fn save(&self, volume: &VolumeId, saved_pv_json: &str) -> Result<(), IntentLogError> {
         write_saved_pv(self, volume, saved_pv_json)
             .await
-            .map_err(|source| IntentLogError {
-                volume: volume.clone(),
-                action: "saving",
-                source,
-            })
+            .map_err(|source| IntentLogError::new(volume, IntentAction::Saving, source))
     }
 
     async fn clear(&self, volume: &VolumeId) -> Result<(), IntentLogError> {
@@ -52,11 +91,7 @@ impl IntentLog for Client {
         };
         modify_volume_definition(self, volume, &modify)
             .await
-            .map_err(|source| IntentLogError {
-                volume: volume.clone(),
-                action: "clearing",
-                source,
-            })
+            .map_err(|source| IntentLogError::new(volume, IntentAction::Clearing, source))
     }
 }
 
@@ -64,7 +99,7 @@ impl IntentLog for Client {
 /// definition, replacing any earlier one. Error replies inside a successful
 /// answer fail it ([`linstor_api::Error::Refused`]): the property was not
 /// written, and whoever relies on it being saved must not go on.
-pub async fn write_saved_pv(
+pub(crate) async fn write_saved_pv(
     client: &Client,
     volume: &VolumeId,
     saved_pv_json: &str,
@@ -128,8 +163,12 @@ mod tests {
             .on_path("/v1/resource-definitions/pvc-1/volume-definitions"),
         );
         let error = client.save(&volume, "{}").await.unwrap_err();
+        assert_eq!(error.action, IntentAction::Saving);
         assert!(
-            matches!(error.source, linstor_api::Error::Refused { .. }),
+            matches!(
+                error.source.downcast_ref::<linstor_api::Error>(),
+                Some(linstor_api::Error::Refused { .. })
+            ),
             "{error:?}"
         );
         assert!(error.to_string().contains("property rejected"), "{error}");

@@ -5,8 +5,14 @@
 //! spec, another holder's lease counts as expired once *our observation* of it has not changed for
 //! its `leaseDurationSeconds`, and every write carries the `resourceVersion` it was based on.
 //!
-//! [`LeaderElector::run`] drives the election; [`Leadership`] is the cheap view the workers consult
-//! before they write.
+//! [`LeaderElector::run`] drives the election ([`LeaderElector::spawn`] starts it as a task whose
+//! end, the lease released, a shutdown can await); [`Leadership`] is the cheap view the workers
+//! consult before they write.
+//!
+//! It is written here by hand rather than taken from a crate because it must share one Lease with
+//! the Go `linstor-affinity-controller` and follow client-go's leader election semantics exactly
+//! (the record in the Lease's spec, expiry judged by the observed time of the last change, release
+//! on shutdown), which no leader election crate for this version of kube offers.
 
 use std::hash::{BuildHasher, Hasher};
 use std::time::Duration;
@@ -16,9 +22,10 @@ use affinity_core::k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, O
 use affinity_core::k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, PostParams};
 use tokio::sync::watch;
+use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 /// client-go's `JitterFactor`: acquisition attempts are spaced by `retry_period * (1 + rand * 1.2)`.
 const JITTER_FACTOR: f64 = 1.2;
@@ -348,6 +355,16 @@ impl LeaderElector {
         }
     }
 
+    /// Runs the election as a task of the current runtime until `shutdown` is cancelled; the
+    /// returned handle waits for it to end, the lease released.
+    pub fn spawn(self, shutdown: CancellationToken) -> RunningElection {
+        let lease = self.lease_ref();
+        RunningElection {
+            task: tokio::spawn(self.run(shutdown)),
+            lease,
+        }
+    }
+
     /// Runs the election until `shutdown` is cancelled.
     ///
     /// Tries to acquire the lease every retry period (with jitter) and renews it every retry period
@@ -649,6 +666,41 @@ impl LeaderElector {
                 lease = %self.lease_ref(),
                 "released the lease"
             );
+        }
+    }
+}
+
+/// An election running as a task, started by [`LeaderElector::spawn`].
+#[derive(Debug)]
+pub struct RunningElection {
+    task: JoinHandle<()>,
+    /// `namespace/name` of the lease, for logs.
+    lease: String,
+}
+
+impl RunningElection {
+    /// Waits for the election to end once its shutdown token is cancelled: by then a lease this
+    /// instance held is released, so another instance takes over at once. Waits at most `bound`
+    /// (the release itself gives up after the renew deadline); past it the election is stopped
+    /// where it is, a warning logged and `false` returned, and the lease expires after its
+    /// duration. Returns `true` when the election ended in time.
+    pub async fn wait_released(self, bound: Duration) -> bool {
+        let RunningElection { mut task, lease } = self;
+        match tokio::time::timeout(bound, &mut task).await {
+            Ok(Ok(())) => true,
+            Ok(Err(failure)) => {
+                error!(%lease, error = %failure, "the leader election task failed; the lease expires by itself");
+                false
+            }
+            Err(_) => {
+                task.abort();
+                warn!(
+                    %lease,
+                    bound = ?bound,
+                    "the lease was not released in time; it expires after its duration"
+                );
+                false
+            }
         }
     }
 }

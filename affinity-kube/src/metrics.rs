@@ -16,7 +16,8 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
 use crate::permissions::Paths;
-use crate::reconcile::OperationKind;
+pub use crate::reconcile::OperationKind;
+use crate::throttle::RequestCounter;
 
 /// The only reconciler of this controller; the label value matches the Go reference.
 const RECONCILER: &str = "AffinityReconciler";
@@ -321,6 +322,14 @@ impl Metrics {
             tracing::error!(%err, "encoding metrics failed");
         }
         text
+    }
+}
+
+/// Counts the Kubernetes requests of a [`crate::throttle::ThrottleLayer`]
+/// ([`Metrics::kubernetes_requests`]).
+impl RequestCounter for Counter {
+    fn request_sent(&self) {
+        self.inc();
     }
 }
 

@@ -11,7 +11,7 @@ use affinity_core::k8s_openapi::api::core::v1::Node;
 use affinity_core::names::{EVACUATE_TAINT, KUBERNETES_HOSTNAME_LABEL};
 use tokio::sync::{Notify, watch};
 
-use crate::pv_cache::lock;
+use crate::lock;
 use crate::watch::WatchSink;
 
 /// What a drain decision reads of `node`.
@@ -43,15 +43,9 @@ pub struct NodeCache {
     synced: watch::Sender<bool>,
 }
 
-impl Default for NodeCache {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
 impl NodeCache {
-    /// An empty cache, not synced.
-    pub fn new() -> Self {
+    /// An empty cache, not synced; the drain reconciler's watch fills it.
+    pub(crate) fn new() -> Self {
         Self {
             nodes: Mutex::default(),
             pending: Mutex::default(),
@@ -66,7 +60,7 @@ impl NodeCache {
     }
 
     /// Waits until a node changed in a way a drain decision reads.
-    pub async fn changed(&self) {
+    pub(crate) async fn changed(&self) {
         self.change_signal.notified().await;
     }
 

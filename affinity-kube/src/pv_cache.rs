@@ -7,12 +7,13 @@
 //! is decided without waiting for the next cycle.
 
 use std::collections::{BTreeSet, HashMap};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex};
 
 use affinity_core::k8s_openapi::api::core::v1::PersistentVolume;
 use affinity_core::{PvRecord, PvView, RecordInterner, VolumeId, linstor_volume_of};
 use tokio::sync::{Notify, watch};
 
+use crate::lock;
 use crate::watch::WatchSink;
 
 /// Cached LINSTOR CSI PVs.
@@ -79,8 +80,9 @@ pub struct PvCache {
     synced: watch::Sender<bool>,
 }
 
-impl Default for PvCache {
-    fn default() -> Self {
+impl PvCache {
+    /// An empty cache, not synced yet; the controller's watch fills it.
+    pub(crate) fn new() -> Self {
         Self {
             index: Mutex::default(),
             pending: Mutex::default(),
@@ -88,13 +90,6 @@ impl Default for PvCache {
             change_signal: Notify::new(),
             synced: watch::Sender::new(false),
         }
-    }
-}
-
-impl PvCache {
-    /// An empty cache, not synced yet.
-    pub fn new() -> Self {
-        Self::default()
     }
 
     /// Every cached PV, in no particular order.
@@ -141,12 +136,12 @@ impl PvCache {
 
     /// Resource definitions whose PVs were added, modified or deleted since
     /// the last call.
-    pub fn take_changed(&self) -> BTreeSet<String> {
+    pub(crate) fn take_changed(&self) -> BTreeSet<String> {
         std::mem::take(&mut *lock(&self.changed))
     }
 
     /// Resolves when a PV changed since the last [`Self::take_changed`].
-    pub async fn changed(&self) {
+    pub(crate) async fn changed(&self) {
         let notified = self.change_signal.notified();
         if !lock(&self.changed).is_empty() {
             return;
@@ -193,11 +188,6 @@ impl WatchSink<PersistentVolume> for PvCache {
         }
         self.mark_changed(&pv);
     }
-}
-
-/// Locks `mutex`; a panic elsewhere while holding it leaves the data usable.
-pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 #[cfg(test)]

@@ -46,7 +46,7 @@ impl std::fmt::Display for OperationKind {
 /// One write to carry out. It names the volume and the PV only: the PV is
 /// read fresh and decided again right before anything is written.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Operation {
+pub(crate) struct Operation {
     /// What the decision said to do.
     pub kind: OperationKind,
     /// The volume.
@@ -57,7 +57,7 @@ pub struct Operation {
 
 /// A PV the controller leaves alone for a reason its owner should fix.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct PvWarning {
+pub(crate) struct PvWarning {
     /// Name of the PV.
     pub pv: String,
     /// Reason of the warning event, such as [`CLAIM_GONE_REASON`].
@@ -69,7 +69,7 @@ pub struct PvWarning {
 impl PvWarning {
     /// The warning about PV `pv` for which nothing could be decided: its
     /// reason says whether a saved intent is held ([`REPLACE_HELD_REASON`]).
-    pub fn for_error(pv: impl Into<String>, error: &DecisionError) -> Self {
+    pub(crate) fn for_error(pv: impl Into<String>, error: &DecisionError) -> Self {
         let reason = match error {
             DecisionError::IntentContradicted { .. } | DecisionError::Unowned { .. } => REPLACE_HELD_REASON,
             _ => WARNING_REASON,
@@ -84,7 +84,7 @@ impl PvWarning {
 
 /// The work of one pass.
 #[derive(Debug, Default, PartialEq, Eq)]
-pub struct PassWork {
+pub(crate) struct PassWork {
     /// Writes to carry out, in volume order.
     pub operations: Vec<Operation>,
     /// Problems to report.
@@ -101,7 +101,7 @@ pub struct PassWork {
 /// Turns decisions into operations and warnings. Problems that are no
 /// PV's fault (for example a volume definition LINSTOR lists with a bad
 /// number) are not warnings about a PV and are left to the caller's logs.
-pub fn pass_work<'a, R: 'a>(
+pub(crate) fn pass_work<'a, R: 'a>(
     decisions: impl IntoIterator<Item = &'a VolumeDecision<R>>,
     invalid_handles: impl IntoIterator<Item = (&'a str, String)>,
 ) -> PassWork {
@@ -158,7 +158,7 @@ pub fn pass_work<'a, R: 'a>(
 /// Decides again for one volume, from its PV as just read (`None` when the
 /// PV does not exist), right before a write. `None` when there is nothing
 /// to decide (no PV, no saved state).
-pub fn decide_again<L, S>(
+pub(crate) fn decide_again<L, S>(
     linstor: &L,
     storage_classes: &S,
     settings: &DecisionSettings,

@@ -56,9 +56,10 @@ use crate::intent::{IntentLog, IntentLogError};
 use crate::leader::Leadership;
 use crate::permissions::Paths;
 
-/// Annotation set on a claim after its PV was re-created; its changing value
-/// makes the PV binder sync the claim at once.
-pub const REBIND_ANNOTATION: &str = "linstor.csi.linbit.com/affinity-rebind";
+/// The annotation set on a claim after its PV was re-created, unless
+/// [`ReplaceProtocol::with_rebind_annotation`] names another; its changing
+/// value makes the PV binder sync the claim at once.
+pub const DEFAULT_REBIND_ANNOTATION: &str = "linstor.csi.linbit.com/affinity-rebind";
 
 /// How long to wait for a retired PV to disappear once its finalizers are gone.
 const DELETION_TIMEOUT: Duration = Duration::from_secs(30);
@@ -246,8 +247,9 @@ pub enum ReplaceError {
     },
 }
 
-/// Carries out replacements against the Kubernetes API and an intent log.
-pub struct ReplaceProtocol<L> {
+/// Carries out replacements against the Kubernetes API and an intent log,
+/// by default the one on the LINSTOR volume definitions.
+pub struct ReplaceProtocol<L = linstor_api::Client> {
     client: Client,
     events: EventReporter,
     paths: Paths,
@@ -255,6 +257,8 @@ pub struct ReplaceProtocol<L> {
     intents: L,
     leadership: Leadership,
     observer: Option<Arc<dyn StepObserver>>,
+    /// The annotation whose changing value nudges a claim.
+    rebind_annotation: Arc<str>,
     /// The checks, running on after a replace, that nudged claims were bound again.
     rechecks: TaskTracker,
     /// Stops those checks at shutdown.
@@ -274,6 +278,7 @@ impl<L: IntentLog> ReplaceProtocol<L> {
             intents,
             leadership: Leadership::always(),
             observer: None,
+            rebind_annotation: Arc::from(DEFAULT_REBIND_ANNOTATION),
             rechecks: TaskTracker::new(),
             stop_rechecks: CancellationToken::new(),
         }
@@ -291,6 +296,19 @@ impl<L: IntentLog> ReplaceProtocol<L> {
     pub fn with_paths(mut self, paths: Paths) -> Self {
         self.events = self.events.with_apis(paths.events);
         self.paths = paths;
+        self
+    }
+
+    /// Nudges claims with `annotation` rather than [`DEFAULT_REBIND_ANNOTATION`].
+    pub fn with_rebind_annotation(mut self, annotation: impl Into<String>) -> Self {
+        self.rebind_annotation = Arc::from(annotation.into());
+        self
+    }
+
+    /// Names the controller reporting the events `reporting_controller`
+    /// rather than [`affinity_core::names::EVENT_REPORTING_CONTROLLER`].
+    pub fn with_reporting_controller(mut self, reporting_controller: impl Into<String>) -> Self {
+        self.events = self.events.with_reporting_controller(reporting_controller);
         self
     }
 
@@ -784,6 +802,7 @@ impl<L: IntentLog> ReplaceProtocol<L> {
         let leadership = self.leadership.clone();
         let budget = self.budget();
         let stop = self.stop_rechecks.clone();
+        let annotation = Arc::clone(&self.rebind_annotation);
         self.rechecks.spawn(stop.run_until_cancelled_owned(async move {
             for (attempt, pause) in (1..).zip(REBIND_CHECK_PAUSES) {
                 tokio::time::sleep(pause).await;
@@ -796,7 +815,7 @@ impl<L: IntentLog> ReplaceProtocol<L> {
                 }
                 let phase = claim.status.and_then(|status| status.phase);
                 debug!(%namespace, claim = %claim_name, attempt, ?phase, "claim not bound yet; nudging again");
-                let renudge = json!({ "metadata": { "annotations": { REBIND_ANNOTATION: format!("{stamp}-{attempt}") } } });
+                let renudge = json!({ "metadata": { "annotations": { &*annotation: format!("{stamp}-{attempt}") } } });
                 let _ = tokio::time::timeout(
                     budget,
                     claims.patch(&claim_name, &PatchParams::default(), &Patch::Merge(&renudge)),
@@ -816,7 +835,7 @@ impl<L: IntentLog> ReplaceProtocol<L> {
         claim_name: &str,
         stamp: &str,
     ) -> ClaimRead {
-        let nudge = json!({ "metadata": { "annotations": { REBIND_ANNOTATION: stamp } } });
+        let nudge = json!({ "metadata": { "annotations": { &*self.rebind_annotation: stamp } } });
         let patch = PatchParams::default();
         let nudge = Patch::Merge(&nudge);
         match self
@@ -871,5 +890,82 @@ fn kube_error(pv: &str, step: &'static str, source: kube::Error) -> ReplaceError
         pv: pv.to_owned(),
         step,
         source: Box::new(source),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use affinity_core::k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+    use affinity_core::{AffinityBasis, ReplaceTrigger};
+
+    use super::*;
+    use crate::intent::IntentAction;
+
+    /// An intent store of the embedder's own that refuses every save.
+    struct RefusingStore;
+
+    impl IntentLog for RefusingStore {
+        async fn save(&self, volume: &VolumeId, _saved_pv_json: &str) -> Result<(), IntentLogError> {
+            Err(IntentLogError::new(
+                volume,
+                IntentAction::Saving,
+                "the store is read-only",
+            ))
+        }
+
+        async fn clear(&self, _volume: &VolumeId) -> Result<(), IntentLogError> {
+            Ok(())
+        }
+    }
+
+    /// Records the steps it is told about.
+    #[derive(Default)]
+    struct Steps(Mutex<Vec<ReplaceStep>>);
+
+    impl StepObserver for Steps {
+        fn step_done(&self, _pv: &str, step: ReplaceStep) -> BoxFuture<'static, ()> {
+            crate::lock(&self.0).push(step);
+            Box::pin(std::future::ready(()))
+        }
+    }
+
+    #[tokio::test]
+    async fn a_refused_save_of_another_store_stops_the_replace_before_any_step() {
+        // Nothing listens there: a request to Kubernetes would fail as a Kubernetes error.
+        let config = kube::Config::new("http://127.0.0.1:9".parse().unwrap());
+        let client = Client::try_from(config).unwrap();
+        let steps = Arc::new(Steps::default());
+        let protocol = ReplaceProtocol::new(client, RefusingStore, "test-instance")
+            .with_observer(Arc::clone(&steps) as Arc<dyn StepObserver>);
+        let replacement = Replacement {
+            pv: PersistentVolume {
+                metadata: ObjectMeta {
+                    name: Some("pvc-1".to_owned()),
+                    ..ObjectMeta::default()
+                },
+                ..PersistentVolume::default()
+            },
+            retire: Some(RetiredPv {
+                name: "pvc-1".to_owned(),
+                uid: Some("uid-1".to_owned()),
+                resource_version: Some("1".to_owned()),
+            }),
+            trigger: ReplaceTrigger::AffinityDrift,
+            affinity: AffinityBasis::KeptFromSavedState {
+                reason: "none needed for this test".to_owned(),
+            },
+        };
+        let error = protocol
+            .run(&VolumeId::new("pvc-1", 0), &replacement)
+            .await
+            .unwrap_err();
+        let ReplaceError::Intent(error) = error else {
+            panic!("expected the intent error, got {error:?}");
+        };
+        assert_eq!(error.action, IntentAction::Saving);
+        assert!(error.to_string().contains("the store is read-only"), "{error}");
+        assert!(crate::lock(&steps.0).is_empty(), "no step was done");
     }
 }

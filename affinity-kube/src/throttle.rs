@@ -14,12 +14,11 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use http::{Request, Response, StatusCode};
-use prometheus_client::metrics::counter::Counter;
 use tokio::time::Instant;
 use tower::{Layer, Service, ServiceExt};
 use tracing::warn;
 
-use crate::pv_cache::lock;
+use crate::lock;
 
 /// How long to hold requests back after a 429 without `Retry-After`; it
 /// doubles with every further 429 to the same request.
@@ -37,7 +36,27 @@ pub const THROTTLED_ATTEMPTS: u32 = 5;
 pub struct ThrottleLayer {
     qps: f64,
     burst: u32,
-    requests: Option<Counter>,
+    requests: Option<Arc<dyn RequestCounter>>,
+}
+
+/// Counts the requests a [`ThrottleLayer`] sends (each repetition too); the
+/// controller's metrics count them in a Prometheus counter.
+pub trait RequestCounter: Send + Sync + std::fmt::Debug {
+    /// One request was sent.
+    fn request_sent(&self);
+}
+
+/// A plain count, for embedders without Prometheus.
+impl RequestCounter for std::sync::atomic::AtomicU64 {
+    fn request_sent(&self) {
+        self.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+impl<C: RequestCounter + ?Sized> RequestCounter for Arc<C> {
+    fn request_sent(&self) {
+        (**self).request_sent();
+    }
 }
 
 impl ThrottleLayer {
@@ -56,8 +75,8 @@ impl ThrottleLayer {
     }
 
     /// Also counts every request sent (each repetition too) in `requests`.
-    pub fn counting(mut self, requests: Counter) -> Self {
-        self.requests = Some(requests);
+    pub fn counting(mut self, requests: impl RequestCounter + 'static) -> Self {
+        self.requests = Some(Arc::new(requests));
         self
     }
 
@@ -193,7 +212,7 @@ pub struct Throttle<S> {
     /// Shared with the response futures, which send repetitions.
     inner: Arc<tokio::sync::Mutex<S>>,
     pace: Arc<Pace>,
-    requests: Option<Counter>,
+    requests: Option<Arc<dyn RequestCounter>>,
 }
 
 impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for Throttle<S>
@@ -231,7 +250,7 @@ where
                     None
                 };
                 if let Some(requests) = &requests {
-                    requests.inc();
+                    requests.request_sent();
                 }
                 let answer = {
                     let mut inner = inner.lock().await;
@@ -274,6 +293,8 @@ mod tests {
     use std::convert::Infallible;
 
     use tower::ServiceExt;
+
+    use std::sync::atomic::{AtomicU64, Ordering};
 
     use super::*;
 
@@ -353,9 +374,9 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn requests_beyond_the_burst_wait_for_tokens() {
-        let requests = Counter::default();
+        let requests = Arc::new(AtomicU64::new(0));
         let mut service = ThrottleLayer::new(2.0, 2)
-            .counting(requests.clone())
+            .counting(Arc::clone(&requests))
             .layer(answering(200, None));
         let start = Instant::now();
         for _ in 0..4 {
@@ -363,12 +384,12 @@ mod tests {
         }
         // Two from the burst, two more at 2 per second.
         assert_eq!(start.elapsed(), Duration::from_secs(1));
-        assert_eq!(requests.get(), 4);
+        assert_eq!(requests.load(Ordering::Relaxed), 4);
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_429_holds_every_request_for_its_retry_after_and_sends_again() {
-        let requests = Counter::default();
+        let requests = Arc::new(AtomicU64::new(0));
         let answers = Arc::new(Mutex::new(vec![200, 429]));
         let inner = {
             let answers = Arc::clone(&answers);
@@ -381,26 +402,32 @@ mod tests {
                 std::future::ready(Ok::<_, Infallible>(response.body(()).unwrap()))
             })
         };
-        let mut service = ThrottleLayer::new(0.0, 1).counting(requests.clone()).layer(inner);
+        let mut service = ThrottleLayer::new(0.0, 1)
+            .counting(Arc::clone(&requests))
+            .layer(inner);
         let start = Instant::now();
         let response = send(&mut service).await;
         assert_eq!(response.status(), StatusCode::OK, "sent again after the hold");
         assert_eq!(start.elapsed(), Duration::from_secs(3));
-        assert_eq!(requests.get(), 2, "both attempts are counted as sent");
+        assert_eq!(
+            requests.load(Ordering::Relaxed),
+            2,
+            "both attempts are counted as sent"
+        );
         send(&mut service).await;
-        assert_eq!(requests.get(), 3);
+        assert_eq!(requests.load(Ordering::Relaxed), 3);
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_request_answered_429_every_time_is_given_up_after_its_attempts() {
-        let requests = Counter::default();
+        let requests = Arc::new(AtomicU64::new(0));
         let mut service = ThrottleLayer::new(0.0, 1)
-            .counting(requests.clone())
+            .counting(Arc::clone(&requests))
             .layer(answering(429, None));
         let start = Instant::now();
         let response = send(&mut service).await;
         assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
-        assert_eq!(requests.get(), u64::from(THROTTLED_ATTEMPTS));
+        assert_eq!(requests.load(Ordering::Relaxed), u64::from(THROTTLED_ATTEMPTS));
         // Holds of 1, 2, 4 and 8 s between the five attempts.
         assert_eq!(start.elapsed(), Duration::from_secs(15));
     }

@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 /// What a cache does with the events of a watch.
-pub trait WatchSink<K>: Send + Sync {
+pub(crate) trait WatchSink<K>: Send + Sync {
     /// A full list starts; [`Self::listed`] follows for every object, then
     /// [`Self::list_done`]. Until then the cache keeps serving its old content.
     fn list_started(&self);
@@ -31,11 +31,11 @@ pub trait WatchSink<K>: Send + Sync {
 }
 
 /// Objects per request of a list.
-pub const LIST_PAGE_SIZE: u32 = 500;
+pub(crate) const LIST_PAGE_SIZE: u32 = 500;
 
 /// Feeds `sink` from a watch of `api` until `shutdown`. Watch errors are
 /// logged and retried with backoff.
-pub async fn run_watch<K, S>(api: Api<K>, sink: &S, shutdown: CancellationToken)
+pub(crate) async fn run_watch<K, S>(api: Api<K>, sink: &S, shutdown: CancellationToken)
 where
     K: Resource + Clone + DeserializeOwned + Debug + Send + 'static,
     K::DynamicType: Default,

@@ -143,6 +143,40 @@ async fn released_lease_is_taken_over_at_once() {
     env.cleanup().await;
 }
 
+/// A shutdown that awaits the spawned election finds the lease released as soon as the wait returns:
+/// no moment needs to be guessed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiting_for_the_election_after_shutdown_finds_the_lease_released() {
+    let Some(env) = TestEnv::setup("leader-shutdown-release").await else {
+        return;
+    };
+    let name = env.name("lease");
+    let elector = LeaderElector::new(env.client(), settings(env.namespace(), &name, "instance-a")).unwrap();
+    let leadership = elector.leadership();
+    let shutdown = CancellationToken::new();
+    let election = elector.spawn(shutdown.clone());
+    tokio::time::timeout(Duration::from_secs(30), leadership.wait_until_leading())
+        .await
+        .expect("the only instance leads");
+    let held = lease(&env, &name).await;
+    assert_eq!(holder(&held), "instance-a");
+
+    shutdown.cancel();
+    assert!(
+        election.wait_released(RENEW_DEADLINE + MARGIN).await,
+        "the election ends, the lease released, within the bound"
+    );
+    assert!(!leadership.is_leading());
+    let released = lease(&env, &name).await;
+    let spec = released.spec.unwrap();
+    assert_eq!(spec.holder_identity.as_deref().unwrap_or_default(), "");
+    assert_eq!(spec.lease_duration_seconds, Some(1));
+    assert_eq!(spec.lease_transitions, held.spec.unwrap().lease_transitions);
+
+    delete_lease(&env, &name).await;
+    env.cleanup().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn abandoned_lease_is_taken_over_after_its_duration() {
     let Some(env) = TestEnv::setup("leader-abandoned").await else {

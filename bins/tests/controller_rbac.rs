@@ -17,7 +17,7 @@ use affinity_core::k8s_openapi::api::rbac::v1::PolicyRule;
 use affinity_core::names::{EVENT_REASON, EVENT_REPORTING_CONTROLLER};
 use affinity_core::restore_policy_of;
 use affinity_kube::permissions::{self, Capability};
-use affinity_kube::replace::REBIND_ANNOTATION;
+use affinity_kube::replace::DEFAULT_REBIND_ANNOTATION;
 use kube::api::{Api, ListParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use support::{Scenario, affinity_nodes, rules_of};
@@ -90,7 +90,7 @@ async fn under_the_operators_role_a_drifted_pv_is_replaced_on_the_slower_paths()
     let pvc = scenario.env.wait_for_pvc_phase(&claim, "Bound").await;
     let annotations = pvc.metadata.annotations.unwrap_or_default();
     assert!(
-        !annotations.contains_key(REBIND_ANNOTATION),
+        !annotations.contains_key(DEFAULT_REBIND_ANNOTATION),
         "claims cannot be patched: {annotations:?}"
     );
 

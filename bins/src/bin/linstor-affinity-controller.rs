@@ -17,6 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use affinity_core::drain::{DeletePolicy, DrainPolicy, DrainSettings, PolicyNameError};
+use affinity_core::names::EVENT_REPORTING_CONTROLLER;
 use affinity_kube::controller::{Controller, ControllerParts, ControllerSettings};
 use affinity_kube::drain::{DrainConfig, DrainReconciler};
 use affinity_kube::events::EventReporter;
@@ -25,7 +26,7 @@ use affinity_kube::leader::{LeaderElector, LeaseSettings};
 use affinity_kube::metrics::Metrics;
 use affinity_kube::migrate::migrate_properties;
 use affinity_kube::permissions::{self, Grants, Paths};
-use affinity_kube::replace::StepObserver;
+use affinity_kube::replace::{DEFAULT_REBIND_ANNOTATION, StepObserver};
 use affinity_kube::throttle::ThrottleLayer;
 use clap::{ArgAction, CommandFactory, Parser, Subcommand, ValueEnum};
 use linstor_affinity_cli::duration::parse_duration;
@@ -210,6 +211,9 @@ const EXIT_BIND: u8 = 3;
 
 /// Pause between attempts to ask the API server for the permissions.
 const PERMISSION_RETRY: Duration = Duration::from_secs(2);
+/// How long a shutdown waits for the elector to release the Lease (a read
+/// and a write); past it the Lease expires after its duration.
+const LEASE_RELEASE_BOUND: Duration = Duration::from_secs(5);
 
 /// Threads of the async runtime: the controller mostly waits for the network, and one thread per
 /// core of a large node would only add stacks and allocator state.
@@ -325,6 +329,8 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         workers: usize::try_from(cli.workers).unwrap_or(usize::MAX),
         property_namespace: non_empty(&cli.property_namespace),
         instance: format!("linstor-affinity-controller@{identity}"),
+        reporting_controller: EVENT_REPORTING_CONTROLLER.to_owned(),
+        rebind_annotation: DEFAULT_REBIND_ANNOTATION.to_owned(),
         // Set below, from what the API server grants.
         paths: Paths::ALL,
     };
@@ -371,7 +377,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
     }
     metrics.set_paths(&settings.paths);
 
-    let leadership = if cli.leader_election {
+    let (leadership, election) = if cli.leader_election {
         let lease = LeaseSettings {
             namespace: lock.namespace,
             name: lock.name,
@@ -382,10 +388,9 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         };
         let elector = LeaderElector::new(kube.clone(), lease).map_err(|e| failure(EXIT_CONFIG, e))?;
         let leadership = elector.leadership();
-        tokio::spawn(elector.run(shutdown.clone()));
-        leadership
+        (leadership, Some(elector.spawn(shutdown.clone())))
     } else {
-        affinity_kube::leader::Leadership::always()
+        (affinity_kube::leader::Leadership::always(), None)
     };
     let observer = step_observer(&cli);
     let drain = settings.paths.node_drain.then(|| {
@@ -394,7 +399,9 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             reconcile_rate: settings.reconcile_rate,
             property_namespace: settings.property_namespace.clone(),
         };
-        let events = EventReporter::new(kube.clone(), &settings.instance).with_apis(settings.paths.events);
+        let events = EventReporter::new(kube.clone(), &settings.instance)
+            .with_apis(settings.paths.events)
+            .with_reporting_controller(&settings.reporting_controller);
         DrainReconciler::new(
             config,
             kube.clone(),
@@ -421,9 +428,11 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         }
         None => controller.run(shutdown.clone()).await,
     }
-    // Let the elector release the Lease before the runtime stops.
+    // The elector releases the Lease before the runtime stops.
     shutdown.cancel();
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    if let Some(election) = election {
+        election.wait_released(LEASE_RELEASE_BOUND).await;
+    }
     info!("stopped");
     Ok(())
 }
