@@ -116,6 +116,12 @@ async fn every_volume_of_a_moved_resource_definition_is_replaced() {
             Some(pv_name.as_str())
         );
     }
+    // Logged once each replace is announced: after its intent was cleared
+    // and its policy came back.
+    let replaced = controller
+        .wait_for_count("PV replaced", 2, Duration::from_secs(30))
+        .await;
+    assert_eq!(replaced, 2, "{}", controller.log());
     // Both intents cleared; each volume definition held only its own PV.
     let saved: Vec<Option<String>> = scenario.sim.with_state(|state| {
         let definition = state.resource_definitions.iter().find(|d| d.name == rd).unwrap();
@@ -126,11 +132,6 @@ async fn every_volume_of_a_moved_resource_definition_is_replaced() {
             .collect()
     });
     assert_eq!(saved, [None, None]);
-    // Logged once each replace is announced, after its policy came back.
-    let replaced = controller
-        .wait_for_count("PV replaced", 2, Duration::from_secs(30))
-        .await;
-    assert_eq!(replaced, 2, "{}", controller.log());
     scenario.finish().await;
 }
 
