@@ -149,10 +149,7 @@ mod tests {
             ..SimState::default()
         };
         let sim = Simulator::start(state).await.unwrap();
-        let client = Client::builder()
-            .controllers([sim.http_url().unwrap()])
-            .build()
-            .unwrap();
+        let client = sim.http_client().unwrap().unwrap();
         let volume = VolumeId::new("pvc-1", 0);
         sim.add_fault(
             Fault::new(FaultKind::Error {

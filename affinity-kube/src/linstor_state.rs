@@ -385,10 +385,7 @@ mod tests {
             ..SimState::default()
         };
         let sim = Simulator::start(state).await.unwrap();
-        let client = Client::builder()
-            .controllers([sim.http_url().unwrap()])
-            .build()
-            .unwrap();
+        let client = sim.http_client().unwrap().unwrap();
         let state = fetch(&client).await.unwrap();
         assert!(state.received_bytes > 0);
         let marked = state.snapshot.resource_definition("pvc-1").unwrap();

@@ -15,7 +15,7 @@ use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube_harness::{BoundVolume, VolumeOptions};
 use linstor_api::sim::{SimResource, SimResourceDefinition};
 use serde_json::json;
-use support::{ControllerProcess, Scenario, affinity_nodes, linstor_affinity};
+use support::{ControllerProcess, Scenario, linstor_affinity};
 
 /// How long a test waits for a replace or an event it expects.
 const TIMEOUT: Duration = Duration::from_secs(60);
@@ -23,11 +23,6 @@ const TIMEOUT: Duration = Duration::from_secs(60);
 const WARNING_REASON: &str = "AffinityNotManaged";
 /// Namespace of the events about PVs.
 const PV_EVENT_NAMESPACE: &str = "default";
-
-/// A StorageClass of local-only volumes.
-async fn local_class(scenario: &Scenario) -> String {
-    scenario.local_only_class().await
-}
 
 fn name(bound: &BoundVolume) -> String {
     bound.pv.metadata.name.clone().unwrap()
@@ -45,22 +40,9 @@ struct Run {
 /// full passes.
 async fn run_until_control_replaced(scenario: &Scenario, control: &BoundVolume) -> Run {
     let identity = scenario.env.prefix().to_owned();
-    let controller = scenario.controller(&["--leader-election-id", &identity]);
-    let pv_name = name(control);
-    let old_uid = control.pv.metadata.uid.clone().unwrap();
-    let replaced = scenario
-        .env
-        .try_wait_for(&scenario.env.pvs(), &pv_name, TIMEOUT, |pv| {
-            pv.metadata.uid.as_deref() != Some(old_uid.as_str()) && affinity_nodes(pv) == [scenario.node(1)]
-        })
+    let controller = scenario
+        .run_until_control_replaced(control, &["--leader-election-id", &identity])
         .await;
-    if let Err(observed) = replaced {
-        panic!(
-            "{pv_name} not replaced within {TIMEOUT:?}; last observed:\n{observed}\nlog:\n{}",
-            controller.log()
-        );
-    }
-    controller.wait_for_full_passes(3, TIMEOUT).await;
     Run {
         controller,
         instance: format!("linstor-affinity-controller@{identity}"),
@@ -137,7 +119,7 @@ async fn an_invalid_override_annotation_is_reported_once() {
     let Some(scenario) = Scenario::new("bad-override", 2).await else {
         return;
     };
-    let class = local_class(&scenario).await;
+    let class = scenario.local_only_class().await;
     let bad = scenario.volume("annotated", &class, 0, 1).await;
     let control = scenario.volume("control", &class, 0, 1).await;
     let value = "- fromSame: [oops";
@@ -163,7 +145,7 @@ async fn an_invalid_storage_class_value_is_reported_once() {
     let Some(scenario) = Scenario::new("bad-class", 2).await else {
         return;
     };
-    let class = local_class(&scenario).await;
+    let class = scenario.local_only_class().await;
     let value = "maybe";
     let undecided = scenario
         .storage_class("undecided", &[("allowRemoteVolumeAccess", value)])
@@ -198,7 +180,7 @@ async fn an_unparseable_saved_pv_is_reported_once() {
     let Some(scenario) = Scenario::new("bad-saved", 2).await else {
         return;
     };
-    let class = local_class(&scenario).await;
+    let class = scenario.local_only_class().await;
     let value = "{not json";
     // Drifted, with saved state that cannot be read.
     let bad = scenario.volume("saved", &class, 0, 1).await;
@@ -242,7 +224,7 @@ async fn an_unparseable_volume_handle_is_reported_once() {
     let Some(scenario) = Scenario::new("bad-handle", 2).await else {
         return;
     };
-    let class = local_class(&scenario).await;
+    let class = scenario.local_only_class().await;
     let no_resource = "/7";
     let no_number = format!("{}/notanumber", scenario.env.name("x"));
     let mut bad = Vec::new();

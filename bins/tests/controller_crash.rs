@@ -338,7 +338,7 @@ async fn crash_after(step: ReplaceStep) {
     scenario.env.wait_for_pv_phase(&pv_name, "Bound").await;
 
     // Converged for good: later passes leave the PV alone.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    second.wait_for_full_passes(3, Duration::from_secs(30)).await;
     let later = scenario.env.pvs().get(&pv_name).await.unwrap();
     assert_eq!(later.metadata.uid, replaced.metadata.uid, "replaced again");
     assert!(scenario.saved_pv(&pv_name).is_none());

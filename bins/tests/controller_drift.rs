@@ -27,7 +27,7 @@ async fn a_moved_replica_moves_the_pv_and_its_pod() {
         .await;
 
     // In sync: several passes leave the PV alone.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    controller.wait_for_full_passes(3, Duration::from_secs(30)).await;
     let untouched = scenario.env.pvs().get(&pv_name).await.unwrap();
     assert_eq!(untouched.metadata.uid.as_deref(), Some(original_uid.as_str()));
 
@@ -89,11 +89,12 @@ async fn a_moved_replica_moves_the_pv_and_its_pod() {
         Some(scenario.node(1))
     );
 
-    assert!(scenario.saved_pv(&pv_name).is_none(), "intent cleared");
-    assert!(scenario.has_resource_definition(&pv_name), "LINSTOR volume kept");
+    // Logged once the replace is announced, after its intent was cleared.
     let replaced_logs = controller
         .wait_for_count("PV replaced", 1, Duration::from_secs(30))
         .await;
     assert_eq!(replaced_logs, 1, "{}", controller.log());
+    assert!(scenario.saved_pv(&pv_name).is_none(), "intent cleared");
+    assert!(scenario.has_resource_definition(&pv_name), "LINSTOR volume kept");
     scenario.finish().await;
 }

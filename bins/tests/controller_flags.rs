@@ -126,10 +126,11 @@ async fn the_piraeus_operators_command_line_is_accepted() {
             "workers=10",
         ],
     );
-    let election = process.lines_with(&["leader election on"]);
-    assert_eq!(election.len(), 1, "{}", process.log());
+    // Logged after `starting`.
+    let election = process.wait_for_line("leader election on", STARTUP).await;
+    assert_eq!(process.count("leader election on"), 1, "{}", process.log());
     assert_fields(
-        &election[0],
+        &election,
         &[
             "lease=linstor-affinity-controller",
             "namespace=piraeus-datastore",
@@ -161,8 +162,10 @@ async fn the_upstream_charts_command_line_is_accepted() {
             "workers=10",
         ],
     );
-    let election = process.lines_with(&["leader election on", "lease=from-env"]);
-    assert_eq!(election.len(), 1, "{}", process.log());
+    // Logged after `starting`.
+    let election = process.wait_for_line("leader election on", STARTUP).await;
+    assert!(election.contains("lease=from-env"), "{election}");
+    assert_eq!(process.count("leader election on"), 1, "{}", process.log());
     assert_eq!(process.count("metrics endpoint"), 0, "{}", process.log());
 }
 

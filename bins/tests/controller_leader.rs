@@ -86,19 +86,6 @@ async fn wait_for_holder(
     }
 }
 
-/// Waits until `controller` logged `needle` at least `n` times.
-async fn wait_for_count(controller: &ControllerProcess, needle: &str, n: usize, timeout: Duration) {
-    let deadline = Instant::now() + timeout;
-    while controller.count(needle) < n {
-        assert!(
-            Instant::now() < deadline,
-            "fewer than {n} lines with {needle:?} within {timeout:?}; log:\n{}",
-            controller.log()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 /// Waits until the volume's PV was replaced (another UID) with affinity on
 /// node 1, its intent is cleared and its claim is bound.
 async fn wait_converged(scenario: &Scenario, bound: &BoundVolume, timeout: Duration) {
@@ -161,9 +148,14 @@ async fn only_the_leader_writes() {
     for bound in &volumes {
         wait_converged(&scenario, bound, Duration::from_secs(60)).await;
     }
-    wait_for_count(leader, "PV replaced", volumes.len(), Duration::from_secs(30)).await;
-    // Room for a follower that would act late.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    leader
+        .wait_for_count("PV replaced", volumes.len(), Duration::from_secs(30))
+        .await;
+    // Room for a follower that would act late: it looks at the lease twice more.
+    let looked = follower.count(FOLLOWING);
+    follower
+        .wait_for_count(FOLLOWING, looked + 2, Duration::from_secs(30))
+        .await;
 
     assert_eq!(leader.count("PV replaced"), volumes.len(), "{}", leader.log());
     for needle in [
@@ -216,8 +208,7 @@ async fn a_killed_leader_is_replaced_after_its_lease_expired_and_its_work_finish
     flags.extend(["--debug-halt-after".to_owned(), "intent-saved".to_owned()]);
     let mut a = start(&scenario, &flags);
     a.wait_for_line("became leader", Duration::from_secs(30)).await;
-    wait_for_count(
-        &a,
+    a.wait_for_count(
         "halting after replace step",
         volumes.len(),
         Duration::from_secs(60),
@@ -233,7 +224,9 @@ async fn a_killed_leader_is_replaced_after_its_lease_expired_and_its_work_finish
 
     // Work remains, and the follower does not touch it.
     scenario.sim.reset_counters();
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    let looked = b.count(FOLLOWING);
+    b.wait_for_count(FOLLOWING, looked + 2, Duration::from_secs(30))
+        .await;
     assert_eq!(
         scenario.sim.count(VOLUME_DEFINITION_PUT),
         0,
@@ -263,7 +256,8 @@ async fn a_killed_leader_is_replaced_after_its_lease_expired_and_its_work_finish
     for bound in &volumes {
         wait_converged(&scenario, bound, Duration::from_secs(60)).await;
     }
-    wait_for_count(&b, "PV replaced", volumes.len(), Duration::from_secs(30)).await;
+    b.wait_for_count("PV replaced", volumes.len(), Duration::from_secs(30))
+        .await;
     let converged = killed.elapsed();
     eprintln!("leader SIGKILLed: takeover after {takeover:?}, PVs converged after {converged:?}");
 
@@ -340,7 +334,7 @@ async fn a_terminated_leader_releases_the_lease_and_the_other_takes_over_at_once
     // The new leader writes.
     scenario.move_replica(&pv_name(&bound), 0, 1);
     wait_converged(&scenario, &bound, Duration::from_secs(60)).await;
-    wait_for_count(&b, "PV replaced", 1, Duration::from_secs(30)).await;
+    b.wait_for_count("PV replaced", 1, Duration::from_secs(30)).await;
     assert_eq!(a.count("PV replaced"), 0);
     drop(b);
     scenario.finish().await;

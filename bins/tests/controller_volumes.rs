@@ -15,19 +15,12 @@ use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use kube_harness::{BoundVolume, PROVISIONED_BY_ANNOTATION, VolumeOptions, persistent_volume};
 use linstor_api::sim::{SimResource, SimResourceDefinition, SimVolumeDefinition};
 use serde_json::json;
-use support::{ControllerProcess, Scenario, affinity_nodes, linstor_affinity};
+use support::{ControllerProcess, REPLACE_TIMEOUT, Scenario, affinity_nodes, linstor_affinity};
 
-/// How long a test waits for a replace it expects.
-const REPLACE_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long a test waits for a few reconcile passes (one a second when idle).
 const PASSES_TIMEOUT: Duration = Duration::from_secs(60);
 /// A CSI driver that is not LINSTOR's.
 const OTHER_DRIVER: &str = "other.csi.example.com";
-
-/// A StorageClass of local-only volumes.
-async fn local_class(scenario: &Scenario) -> String {
-    scenario.local_only_class().await
-}
 
 /// A bound volume of `class` with CSI volume handle `handle`, its affinity on node `pv_on`.
 async fn volume_with_handle(
@@ -74,7 +67,7 @@ async fn every_volume_of_a_moved_resource_definition_is_replaced() {
     let Some(scenario) = Scenario::new("volumes-multi", 2).await else {
         return;
     };
-    let class = local_class(&scenario).await;
+    let class = scenario.local_only_class().await;
     let rd = scenario.env.name("rd");
     let mut definition =
         SimResourceDefinition::new(&rd, 1 << 20).resource(SimResource::diskful(scenario.node(0)));
@@ -116,6 +109,12 @@ async fn every_volume_of_a_moved_resource_definition_is_replaced() {
             Some(pv_name.as_str())
         );
     }
+    // Logged once each replace is announced: after its intent was cleared
+    // and its policy came back.
+    let replaced = controller
+        .wait_for_count("PV replaced", 2, Duration::from_secs(30))
+        .await;
+    assert_eq!(replaced, 2, "{}", controller.log());
     // Both intents cleared; each volume definition held only its own PV.
     let saved: Vec<Option<String>> = scenario.sim.with_state(|state| {
         let definition = state.resource_definitions.iter().find(|d| d.name == rd).unwrap();
@@ -126,40 +125,7 @@ async fn every_volume_of_a_moved_resource_definition_is_replaced() {
             .collect()
     });
     assert_eq!(saved, [None, None]);
-    // Logged once each replace is announced, after its policy came back.
-    let replaced = controller
-        .wait_for_count("PV replaced", 2, Duration::from_secs(30))
-        .await;
-    assert_eq!(replaced, 2, "{}", controller.log());
     scenario.finish().await;
-}
-
-/// Starts the controller, waits until the drifted volume `control` is
-/// replaced (so the controller decided for every PV at least once) and for
-/// three more full passes; returns the running controller.
-async fn run_until_control_replaced(scenario: &Scenario, control: &BoundVolume) -> ControllerProcess {
-    let controller = scenario.controller(&[]);
-    wait_until_replaced(scenario, &controller, control).await;
-    controller.wait_for_full_passes(3, PASSES_TIMEOUT).await;
-    controller
-}
-
-/// Waits until `bound`'s PV has been replaced by the running `controller`.
-async fn wait_until_replaced(scenario: &Scenario, controller: &ControllerProcess, bound: &BoundVolume) {
-    let pv_name = name(bound);
-    let old_uid = uid(bound);
-    let replaced = scenario
-        .env
-        .try_wait_for(&scenario.env.pvs(), &pv_name, REPLACE_TIMEOUT, |pv| {
-            pv.metadata.uid.as_deref() != Some(old_uid.as_str()) && affinity_nodes(pv) == [scenario.node(1)]
-        })
-        .await;
-    if let Err(observed) = replaced {
-        panic!(
-            "{pv_name} not replaced within {REPLACE_TIMEOUT:?}; last observed:\n{observed}\nlog:\n{}",
-            controller.log()
-        );
-    }
 }
 
 /// Asserts that PV `before` (as read before the controller started) is
@@ -193,7 +159,7 @@ async fn the_skip_annotation_keeps_a_drifted_pv() {
     let Some(scenario) = Scenario::new("volumes-skip-annotation", 2).await else {
         return;
     };
-    let class = local_class(&scenario).await;
+    let class = scenario.local_only_class().await;
     let skipped = scenario.volume("skipped", &class, 0, 1).await;
     let control = scenario.volume("control", &class, 0, 1).await;
     let skipped_name = name(&skipped);
@@ -205,7 +171,7 @@ async fn the_skip_annotation_keeps_a_drifted_pv() {
         .await
         .unwrap();
 
-    let controller = run_until_control_replaced(&scenario, &control).await;
+    let controller = scenario.run_until_control_replaced(&control, &[]).await;
     assert_left_alone(&scenario, &controller, &before, &skipped_name).await;
     assert_skipped_for(&controller, &skipped_name, "skip annotation");
     scenario.finish().await;
@@ -216,7 +182,7 @@ async fn the_skip_property_keeps_a_drifted_pv() {
     let Some(scenario) = Scenario::new("volumes-skip-property", 2).await else {
         return;
     };
-    let class = local_class(&scenario).await;
+    let class = scenario.local_only_class().await;
     let skipped = scenario.volume("skipped", &class, 0, 1).await;
     let control = scenario.volume("control", &class, 0, 1).await;
     let skipped_name = name(&skipped);
@@ -231,7 +197,7 @@ async fn the_skip_property_keeps_a_drifted_pv() {
             .insert(SKIP_PROPERTY.to_owned(), "true".to_owned());
     });
 
-    let controller = run_until_control_replaced(&scenario, &control).await;
+    let controller = scenario.run_until_control_replaced(&control, &[]).await;
     assert_left_alone(&scenario, &controller, &skipped.pv, &skipped_name).await;
     assert_skipped_for(&controller, &skipped_name, "skip property");
     scenario.finish().await;
@@ -242,7 +208,7 @@ async fn a_released_pv_is_kept() {
     let Some(scenario) = Scenario::new("volumes-released", 2).await else {
         return;
     };
-    let class = local_class(&scenario).await;
+    let class = scenario.local_only_class().await;
     let control = scenario.volume("control", &class, 0, 1).await;
     let options = VolumeOptions {
         storage_class: Some(class.clone()),
@@ -268,7 +234,7 @@ async fn a_released_pv_is_kept() {
         .unwrap();
     let before = scenario.env.wait_for_pv_phase(&released_name, "Released").await;
 
-    let controller = run_until_control_replaced(&scenario, &control).await;
+    let controller = scenario.run_until_control_replaced(&control, &[]).await;
     assert_left_alone(&scenario, &controller, &before, &released_name).await;
     assert_skipped_for(&controller, &released_name, "Released");
     scenario.finish().await;
@@ -279,7 +245,7 @@ async fn a_pv_in_its_grace_period_is_kept() {
     let Some(scenario) = Scenario::new("volumes-grace", 2).await else {
         return;
     };
-    let class = local_class(&scenario).await;
+    let class = scenario.local_only_class().await;
     let young = scenario.volume("young", &class, 0, 1).await;
     let young_name = name(&young);
 
@@ -294,7 +260,7 @@ async fn a_pv_in_its_grace_period_is_kept() {
 
     // The same PV, without a grace period: replaced.
     let eager = scenario.controller(&[]);
-    wait_until_replaced(&scenario, &eager, &young).await;
+    scenario.wait_until_replaced(&eager, &young).await;
     scenario.finish().await;
 }
 
@@ -303,7 +269,7 @@ async fn pvs_of_other_csi_drivers_are_untouched() {
     let Some(scenario) = Scenario::new("volumes-other-driver", 2).await else {
         return;
     };
-    let class = local_class(&scenario).await;
+    let class = scenario.local_only_class().await;
     let control = scenario.volume("control", &class, 0, 1).await;
     let other_name = scenario.env.name("foreign");
     let options = VolumeOptions {
@@ -333,7 +299,7 @@ async fn pvs_of_other_csi_drivers_are_untouched() {
         .unwrap();
     let before = scenario.env.wait_for_pv_phase(&other_name, "Available").await;
 
-    let controller = run_until_control_replaced(&scenario, &control).await;
+    let controller = scenario.run_until_control_replaced(&control, &[]).await;
     assert_left_alone(&scenario, &controller, &before, &other_name).await;
     let now = scenario.env.pvs().get(&other_name).await.unwrap();
     assert_eq!(

@@ -18,6 +18,7 @@ use affinity_core::k8s_openapi::api::storage::v1::StorageClass;
 use affinity_core::k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use affinity_core::names::SAVED_PV_PROPERTY;
 use kube::api::{Api, PostParams};
+pub use kube_harness::affinity_nodes;
 use kube_harness::{
     BoundVolume, LoggedProcess, ReclaimEmulator, TestEnv, VolumeOptions, linstor_volume_deleter,
 };
@@ -40,6 +41,10 @@ pub fn controller_has_test_hooks(test: &str) -> bool {
     false
 }
 
+/// How long a test waits for a replace it expects, or for a few reconcile
+/// passes (one a second when idle).
+pub const REPLACE_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// The LINSTOR node-name topology key.
 pub const HOSTNAME_KEY: &str = "linbit.com/hostname";
 
@@ -61,23 +66,6 @@ pub fn linstor_affinity(nodes: &[&str]) -> VolumeNodeAffinity {
                 .collect(),
         }),
     }
-}
-
-/// The nodes a PV's affinity allows (values of its terms, in order).
-pub fn affinity_nodes(pv: &PersistentVolume) -> Vec<String> {
-    pv.spec
-        .as_ref()
-        .and_then(|spec| spec.node_affinity.as_ref())
-        .and_then(|affinity| affinity.required.as_ref())
-        .map(|required| {
-            required
-                .node_selector_terms
-                .iter()
-                .flat_map(|term| term.match_expressions.iter().flatten())
-                .flat_map(|expression| expression.values.iter().flatten().cloned())
-                .collect()
-        })
-        .unwrap_or_default()
 }
 
 /// A test cluster with a LINSTOR simulator whose nodes are the cluster's
@@ -284,6 +272,42 @@ impl Scenario {
         .collect();
         args.extend(extra.iter().map(|arg| (*arg).to_owned()));
         ControllerProcess::start(&args, linstor_url)
+    }
+
+    /// Waits until `bound`'s PV has been replaced (another UID) with affinity
+    /// on node 1 by the running `controller`; fails with the PV as last
+    /// observed and the controller's log when it is not within
+    /// [`REPLACE_TIMEOUT`].
+    pub async fn wait_until_replaced(&self, controller: &ControllerProcess, bound: &BoundVolume) {
+        let pv_name = bound.pv.metadata.name.clone().unwrap();
+        let old_uid = bound.pv.metadata.uid.clone().unwrap();
+        let replaced = self
+            .env
+            .try_wait_for(&self.env.pvs(), &pv_name, REPLACE_TIMEOUT, |pv| {
+                pv.metadata.uid.as_deref() != Some(old_uid.as_str()) && affinity_nodes(pv) == [self.node(1)]
+            })
+            .await;
+        if let Err(observed) = replaced {
+            panic!(
+                "{pv_name} not replaced within {REPLACE_TIMEOUT:?}; last observed:\n{observed}\nlog:\n{}",
+                controller.log()
+            );
+        }
+    }
+
+    /// Starts the controller with `extra` flags, waits until the drifted
+    /// volume `control` is replaced (so the controller decided for every PV
+    /// at least once) and for three more full passes; returns the running
+    /// controller.
+    pub async fn run_until_control_replaced(
+        &self,
+        control: &BoundVolume,
+        extra: &[&str],
+    ) -> ControllerProcess {
+        let controller = self.controller(extra);
+        self.wait_until_replaced(&controller, control).await;
+        controller.wait_for_full_passes(3, REPLACE_TIMEOUT).await;
+        controller
     }
 
     /// Asserts that PV `before` (as read earlier) is still the same object

@@ -503,6 +503,13 @@ impl Simulator {
         self.https_addr.map(|a| format!("https://{a}"))
     }
 
+    /// A client of the HTTP listener, with the default settings otherwise; `None` without an
+    /// HTTP listener.
+    pub fn http_client(&self) -> Option<Result<crate::Client, crate::ConfigError>> {
+        self.http_url()
+            .map(|url| crate::Client::builder().controllers([url]).build())
+    }
+
     /// A copy of the current state.
     pub fn state(&self) -> SimState {
         lock(&self.shared.state).clone()

@@ -34,7 +34,8 @@ mod reclaim;
 pub use cluster::{BIN_DIR_ENV, Cluster, ClusterError, KEEP_LOGS_ENV, KUBECONFIG_ENV, scripts_dir};
 pub use env::{BoundVolume, RESYNC_ANNOTATION, TestEnv, pod_spec_with_claim};
 pub use objects::{
-    CSI_DRIVER, TEST_LABEL, VolumeOptions, hostname_affinity, micro_time_now, persistent_volume, time_now,
+    CSI_DRIVER, TEST_LABEL, VolumeOptions, affinity_nodes, hostname_affinity, micro_time_now,
+    persistent_volume, time_now,
 };
 pub use process::LoggedProcess;
 pub use rbac::ServiceAccountAccess;

@@ -64,6 +64,24 @@ pub fn hostname_affinity<S: AsRef<str>>(nodes: &[S]) -> VolumeNodeAffinity {
     }
 }
 
+/// The nodes a PV's required affinity allows: the values of its terms' expressions, in order
+/// (empty without an affinity).
+pub fn affinity_nodes(pv: &PersistentVolume) -> Vec<String> {
+    pv.spec
+        .as_ref()
+        .and_then(|spec| spec.node_affinity.as_ref())
+        .and_then(|affinity| affinity.required.as_ref())
+        .map(|required| {
+            required
+                .node_selector_terms
+                .iter()
+                .flat_map(|term| term.match_expressions.iter().flatten())
+                .flat_map(|expression| expression.values.iter().flatten().cloned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// A CSI PV of [`CSI_DRIVER`], optionally pre-bound to a claim, labelled with `labels`.
 ///
 /// It looks provisioned by LINSTOR CSI: annotation [`PROVISIONED_BY_ANNOTATION`] names the driver

@@ -11,7 +11,7 @@ use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, Preconditions};
 use kube::{Resource, ResourceExt};
-use kube_harness::{TestEnv, VolumeOptions, hostname_affinity, micro_time_now};
+use kube_harness::{TestEnv, VolumeOptions, affinity_nodes, hostname_affinity, micro_time_now};
 use serde_json::json;
 
 fn api_error(result: Result<impl std::fmt::Debug, kube::Error>) -> Box<kube::core::Status> {
@@ -23,21 +23,6 @@ fn api_error(result: Result<impl std::fmt::Debug, kube::Error>) -> Box<kube::cor
 
 fn pvc_phase(pvc: &PersistentVolumeClaim) -> Option<&str> {
     pvc.status.as_ref().and_then(|s| s.phase.as_deref())
-}
-
-fn affinity_hosts(pv: &PersistentVolume) -> Vec<String> {
-    pv.spec
-        .as_ref()
-        .and_then(|s| s.node_affinity.as_ref())
-        .and_then(|a| a.required.as_ref())
-        .map(|r| {
-            r.node_selector_terms
-                .iter()
-                .flat_map(|t| t.match_expressions.iter().flatten())
-                .flat_map(|e| e.values.iter().flatten().cloned())
-                .collect()
-        })
-        .unwrap_or_default()
 }
 
 #[tokio::test]
@@ -92,7 +77,7 @@ async fn pv_node_affinity_is_immutable() {
     assert!(status.message.contains("field is immutable"), "{status:?}");
 
     let live = env.pvs().get(&pv_name).await.unwrap();
-    assert_eq!(affinity_hosts(&live), vec![env.name("node-a")]);
+    assert_eq!(affinity_nodes(&live), vec![env.name("node-a")]);
     env.cleanup().await;
 }
 
