@@ -890,9 +890,4 @@ mod tests {
         assert!(renewed.elapsed() >= Duration::from_millis(300));
         assert!(!leadership.is_leading());
     }
-
-    #[test]
-    fn always_leads() {
-        assert!(Leadership::always().is_leading());
-    }
 }
