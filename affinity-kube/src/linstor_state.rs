@@ -16,7 +16,7 @@ use affinity_core::{
     LinstorSnapshot, Properties, Replica, ResourceDefinitionState, VolumeDefinitionState,
     guess_property_namespace,
 };
-use linstor_api::models::{Node, ResourceDefinition, ResourceWithVolumes, VolumeDefinition};
+use linstor_api::models::{Node, ResourceDefinition, ResourceWithVolumes};
 use linstor_api::{Client, NodeFilter, ResourceDefinitionFilter, ResourceViewFilter};
 use tracing::info;
 
@@ -222,12 +222,7 @@ fn definition_state(definition: DefinitionFacts, warnings: &mut Vec<String>) -> 
         .volume_definitions
         .into_iter()
         .filter_map(|volume| {
-            let read = VolumeDefinition {
-                volume_number: volume.volume_number,
-                props: volume.props,
-                ..VolumeDefinition::default()
-            };
-            volume_definition(&definition.name, &read, warnings)
+            volume_definition(&definition.name, volume.volume_number, volume.props, warnings)
         })
         .collect();
     ResourceDefinitionState {
@@ -262,7 +257,14 @@ pub fn convert(
         let volumes = definition
             .volume_definitions
             .iter()
-            .filter_map(|volume| volume_definition(&definition.name, volume, &mut state.warnings))
+            .filter_map(|volume| {
+                volume_definition(
+                    &definition.name,
+                    volume.volume_number,
+                    volume.props.clone(),
+                    &mut state.warnings,
+                )
+            })
             .collect();
         converted.insert(
             &definition.name,
@@ -283,7 +285,12 @@ pub fn convert(
             continue;
         };
         for volume in &definition.volume_definitions {
-            let Some(volume) = volume_definition(&definition.name, volume, &mut state.warnings) else {
+            let Some(volume) = volume_definition(
+                &definition.name,
+                volume.volume_number,
+                volume.props.clone(),
+                &mut state.warnings,
+            ) else {
                 continue;
             };
             match target
@@ -327,23 +334,24 @@ fn is_new_guess(last: &Mutex<Option<&'static str>>, guess: &'static str) -> bool
     last.replace(guess) != Some(guess)
 }
 
+/// The volume definition numbered `volume_number` with `properties`, or
+/// none and a warning when the number is missing or out of range.
 fn volume_definition(
     resource_definition: &str,
-    volume: &VolumeDefinition,
+    volume_number: Option<i32>,
+    properties: Properties,
     warnings: &mut Vec<String>,
 ) -> Option<VolumeDefinitionState> {
-    let number = volume.volume_number.and_then(|number| u16::try_from(number).ok());
+    let number = volume_number.and_then(|number| u16::try_from(number).ok());
     if number.is_none() {
         warnings.push(format!(
             "a volume definition of resource definition {resource_definition} was ignored: volume number {}",
-            volume
-                .volume_number
-                .map_or_else(|| "missing".to_owned(), |number| format!("{number} out of range")),
+            volume_number.map_or_else(|| "missing".to_owned(), |number| format!("{number} out of range")),
         ));
     }
     number.map(|volume_number| VolumeDefinitionState {
         volume_number,
-        properties: volume.props.clone(),
+        properties,
     })
 }
 

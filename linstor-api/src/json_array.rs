@@ -101,24 +101,21 @@ impl ArraySplitter {
                 },
                 Position::InElement => {
                     let rest = &chunk[at..];
-                    let scanned = self.scan(rest);
-                    let (taken, end) = match scanned {
-                        Scan::Open => (rest.len(), None),
-                        Scan::Closed(taken) => (taken, Some(Position::AfterElement)),
-                        // The separator ends a scalar and is not part of it.
-                        Scan::Separator(taken, b',') => {
-                            (taken + 1, Some(Position::BeforeElement { first: false }))
+                    // How much of `rest` is the element, how much the scan
+                    // consumed (a separator ends a scalar and is not part of
+                    // it), and where the splitter is then if the element ended.
+                    let (length, consumed, next) = match self.scan(rest) {
+                        Scan::Open => (rest.len(), rest.len(), None),
+                        Scan::Closed(end) => (end, end, Some(Position::AfterElement)),
+                        Scan::Separator(end, b',') => {
+                            (end, end + 1, Some(Position::BeforeElement { first: false }))
                         }
-                        Scan::Separator(taken, _) => (taken + 1, Some(Position::Done)),
+                        Scan::Separator(end, _) => (end, end + 1, Some(Position::Done)),
                     };
-                    let bytes = match scanned {
-                        Scan::Separator(before, _) => &rest[..before],
-                        _ => &rest[..taken],
-                    };
-                    at += taken;
-                    if let Some(next) = end {
+                    let bytes = &rest[..length];
+                    at += consumed;
+                    if let Some(next) = next {
                         self.position = next;
-                        self.depth = 0;
                         // An element inside one chunk is handed over without a copy.
                         let result = if self.element.is_empty() {
                             element(bytes)
@@ -212,8 +209,8 @@ impl ArraySplitter {
     }
 }
 
-/// How far [`ArraySplitter::scan`] read.
-#[derive(Clone, Copy, Debug)]
+/// How far [`ArraySplitter::scan`] read. An element always ends at depth 0.
+#[derive(Debug)]
 enum Scan {
     /// The bytes ran out inside the element.
     Open,
