@@ -33,10 +33,10 @@ use crate::http::Readiness;
 use crate::leader::Leadership;
 use crate::linstor_state::{self, FetchError};
 use crate::lock;
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, OperationKind};
 use crate::permissions::Paths;
 use crate::pv_cache::PvCache;
-use crate::reconcile::{Operation, OperationKind, PassWork, PvWarning, decide_again, pass_work};
+use crate::reconcile::{Operation, PassWork, PvWarning, decide_again, pass_work};
 use crate::replace::{ReplaceError, ReplaceProtocol, StepObserver};
 use crate::watch::run_watch;
 

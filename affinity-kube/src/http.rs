@@ -255,7 +255,7 @@ mod tests {
     use std::io::{Read, Write};
 
     use super::*;
-    use crate::reconcile::OperationKind as Operation;
+    use crate::metrics::OperationKind as Operation;
 
     struct Reply {
         status: u16,

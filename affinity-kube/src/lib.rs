@@ -98,9 +98,7 @@ pub mod node_cache;
 pub mod permissions;
 #[cfg(feature = "controller")]
 pub mod pv_cache;
-// The controller's pure decisions for one pass; the metrics name its
-// operation kinds, which is all that is used of it without the controller.
-#[cfg_attr(not(feature = "controller"), allow(dead_code))]
+#[cfg(feature = "controller")]
 mod reconcile;
 pub mod replace;
 pub mod throttle;

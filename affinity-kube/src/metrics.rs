@@ -16,8 +16,39 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
 use crate::permissions::Paths;
-pub use crate::reconcile::OperationKind;
 use crate::throttle::RequestCounter;
+
+/// What an operation does, named as the reference's metrics name it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum OperationKind {
+    /// Replace (or re-create) a PV: metric operation `ReplacePV`.
+    ReplacePv,
+    /// Remove the saved state of a finished replace: `ResetOperation`.
+    ResetOperation,
+    /// Restore the reclaim policy of a PV created at `Retain` once its
+    /// claim owns it: `RestoreReclaimPolicy`.
+    RestoreReclaimPolicy,
+}
+
+impl OperationKind {
+    /// Every kind, so that metric series exist from the start.
+    pub const ALL: [OperationKind; 3] = [Self::ReplacePv, Self::ResetOperation, Self::RestoreReclaimPolicy];
+
+    /// The metric label of the operation, as the reference spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::ReplacePv => "ReplacePV",
+            Self::ResetOperation => "ResetOperation",
+            Self::RestoreReclaimPolicy => "RestoreReclaimPolicy",
+        }
+    }
+}
+
+impl std::fmt::Display for OperationKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
 
 /// The only reconciler of this controller; the label value matches the Go reference.
 const RECONCILER: &str = "AffinityReconciler";

@@ -10,38 +10,7 @@ use affinity_core::{
 use tracing::debug;
 
 use crate::events::{CLAIM_GONE_REASON, REPLACE_HELD_REASON, WARNING_REASON};
-
-/// What an operation does, named as the reference's metrics name it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum OperationKind {
-    /// Replace (or re-create) a PV: metric operation `ReplacePV`.
-    ReplacePv,
-    /// Remove the saved state of a finished replace: `ResetOperation`.
-    ResetOperation,
-    /// Restore the reclaim policy of a PV created at `Retain` once its
-    /// claim owns it: `RestoreReclaimPolicy`.
-    RestoreReclaimPolicy,
-}
-
-impl OperationKind {
-    /// Every kind, so that metric series exist from the start.
-    pub const ALL: [OperationKind; 3] = [Self::ReplacePv, Self::ResetOperation, Self::RestoreReclaimPolicy];
-
-    /// The metric label of the operation, as the reference spells it.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::ReplacePv => "ReplacePV",
-            Self::ResetOperation => "ResetOperation",
-            Self::RestoreReclaimPolicy => "RestoreReclaimPolicy",
-        }
-    }
-}
-
-impl std::fmt::Display for OperationKind {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+use crate::metrics::OperationKind;
 
 /// One write to carry out. It names the volume and the PV only: the PV is
 /// read fresh and decided again right before anything is written.
